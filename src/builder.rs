@@ -1,0 +1,312 @@
+//! [`Builder`]: every knob, its default, validation into [`BuildError`], and the start-up
+//! sequence.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+
+use crate::error::BuildError;
+use crate::lifecycle::Lifecycle;
+use crate::manager::TaskManager;
+use crate::resource_pool::{CreateError, CreateFn, DestroyFn, HealthFn, Hooks, ResourcePool};
+use crate::scheduler::Queues;
+use crate::scheduler::capacity::Capacity;
+use crate::scheduler::sleep::Sleep;
+use crate::shared::Shared;
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Condvar, Mutex};
+use crate::worker::{self, WorkerInit};
+
+/// Configures and starts a [`TaskManager`]. Made by [`TaskManager::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tasker::TaskManager;
+///
+/// #[derive(Debug)]
+/// struct Conn { id: u32 }
+///
+/// let manager = TaskManager::builder()
+///     .on_create(|| Ok::<_, std::io::Error>(Conn { id: 7 }))
+///     .on_destroy(|_conn: Conn| Ok(()))
+///     .worker_count(2)
+///     .max_retries(1)
+///     .burst_interval(Duration::from_millis(50))
+///     .thread_name_prefix("db")
+///     .build()?;
+/// assert_eq!(manager.stats().base_workers, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder<R, E> {
+    on_create: Option<Box<CreateFn<R, E>>>,
+    on_destroy: Option<Box<DestroyFn<R, E>>>,
+    check_health: Option<Box<HealthFn<E>>>,
+    worker_count: usize,
+    max_worker_count: Option<usize>,
+    burst_interval: Duration,
+    max_retries: u32,
+    resource_pool_size: Option<usize>,
+    pin_workers: bool,
+    thread_name_prefix: String,
+    stack_size: Option<usize>,
+    queue_capacity: Option<usize>,
+}
+
+impl<R: Send + 'static, E: Send + 'static> Default for Builder<R, E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
+    pub(crate) fn new() -> Self {
+        Builder {
+            on_create: None,
+            on_destroy: None,
+            check_health: None,
+            worker_count: thread::available_parallelism().map_or(1, |n| n.get()),
+            max_worker_count: None,
+            burst_interval: Duration::from_millis(100),
+            max_retries: 3,
+            resource_pool_size: None,
+            pin_workers: true,
+            thread_name_prefix: "tasker".to_owned(),
+            stack_size: None,
+            queue_capacity: None,
+        }
+    }
+
+    /// Makes a worker's resource. Required. Called on the worker's own thread (after pinning),
+    /// and again there whenever the resource is replaced; also on the builder's thread for the
+    /// `run_task` pool.
+    pub fn on_create<F>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Result<R, E> + Send + Sync + 'static,
+    {
+        self.on_create = Some(Box::new(f));
+        self
+    }
+
+    /// Releases a resource. Optional (default: drop it). Every resource made is passed here
+    /// exactly once; an `Err` or a panic is logged.
+    pub fn on_destroy<F>(mut self, f: F) -> Self
+    where
+        F: Fn(R) -> Result<(), E> + Send + Sync + 'static,
+    {
+        self.on_destroy = Some(Box::new(f));
+        self
+    }
+
+    /// Decides whether a task's error leaves the resource usable. `false` means broken: the
+    /// worker replaces its resource and the task is retried (unless at-most-once or out of
+    /// retries). Default: every error is healthy.
+    pub fn check_health<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&E) -> bool + Send + Sync + 'static,
+    {
+        self.check_health = Some(Box::new(f));
+        self
+    }
+
+    /// Base workers, each a pinned thread with its own resource. Must be > 0. Default: the
+    /// number of CPUs this process may use.
+    pub fn worker_count(mut self, n: usize) -> Self {
+        self.worker_count = n;
+        self
+    }
+
+    /// Base plus burst workers. Must be >= `worker_count`. Default: `2 * worker_count`.
+    pub fn max_worker_count(mut self, n: usize) -> Self {
+        self.max_worker_count = Some(n);
+        self
+    }
+
+    /// How often the burst controller decides. Must be non-zero. Default: 100 ms.
+    pub fn burst_interval(mut self, interval: Duration) -> Self {
+        self.burst_interval = interval;
+        self
+    }
+
+    /// Re-runs after unhealthy errors; 0 = never retry. Default: 3, so a task runs at most 4
+    /// times.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// Resources kept for [`TaskManager::run_task`], made at build. 0 is allowed (every
+    /// `run_task` then makes a temporary one). Default: `worker_count`.
+    pub fn resource_pool_size(mut self, n: usize) -> Self {
+        self.resource_pool_size = Some(n);
+        self
+    }
+
+    /// Pin each worker to a CPU, round-robin over the CPUs this process may use. A failed pin
+    /// is logged and the worker runs unpinned. Default: true.
+    pub fn pin_workers(mut self, pin: bool) -> Self {
+        self.pin_workers = pin;
+        self
+    }
+
+    /// Worker threads are named `{prefix}-{index}`. Default: `tasker`.
+    pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name_prefix = prefix.into();
+        self
+    }
+
+    /// Stack size of worker threads, in bytes. Must be > 0. Default: the platform's.
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Bounds the fresh tasks waiting in the queues (retries are never refused). When full,
+    /// callback and handle deliveries get [`TaskError::QueueFull`](crate::TaskError::QueueFull)
+    /// and blocking deliveries wait for room. Must be > 0. Default: unbounded.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = Some(n);
+        self
+    }
+
+    fn validate(&self) -> Result<usize, BuildError<E>> {
+        if self.on_create.is_none() {
+            return Err(BuildError::MissingOnCreate);
+        }
+        if self.worker_count == 0 {
+            return Err(BuildError::ZeroWorkers);
+        }
+        let max = self
+            .max_worker_count
+            .unwrap_or(self.worker_count.saturating_mul(2));
+        if max < self.worker_count {
+            return Err(BuildError::MaxBelowBase {
+                worker_count: self.worker_count,
+                max_worker_count: max,
+            });
+        }
+        if self.burst_interval.is_zero() {
+            return Err(BuildError::ZeroBurstInterval);
+        }
+        if self.queue_capacity == Some(0) {
+            return Err(BuildError::ZeroQueueCapacity);
+        }
+        if self.stack_size == Some(0) {
+            return Err(BuildError::ZeroStackSize);
+        }
+        Ok(max)
+    }
+
+    /// Starts the workers. Returns once every worker holds its resource; if any `on_create`
+    /// fails, destroys everything already made and returns the error.
+    pub fn build(self) -> Result<TaskManager<R, E>, BuildError<E>> {
+        let max_workers = self.validate()?;
+        let n = self.worker_count;
+        let hooks = Hooks {
+            on_create: self.on_create.expect("validated"),
+            on_destroy: self.on_destroy,
+            check_health: self.check_health,
+        };
+
+        // The run_task pool, made on this thread.
+        let pool = ResourcePool::new();
+        for _ in 0..self.resource_pool_size.unwrap_or(n) {
+            match hooks.create() {
+                Ok(r) => pool.put(r),
+                Err(e) => {
+                    pool.drain(&hooks);
+                    return Err(e.into());
+                }
+            }
+        }
+
+        // Read the CPUs this process may use here, before any pinning.
+        let cores = if self.pin_workers {
+            core_affinity::get_core_ids().filter(|c| !c.is_empty())
+        } else {
+            None
+        };
+        let (queues, locals) = Queues::new(n);
+        let shared = Arc::new(Shared {
+            queues,
+            sleep: Sleep::new(),
+            lifecycle: Lifecycle::new(),
+            capacity: self.queue_capacity.map(Capacity::new),
+            hooks,
+            pool,
+            max_retries: self.max_retries,
+            cancelled: Arc::new(AtomicBool::new(false)),
+            workers: (0..n).map(|_| CachePadded::new(Default::default())).collect(),
+            outside: CachePadded::new(Default::default()),
+            live_workers: AtomicUsize::new(n),
+            start_gate: (Mutex::new(false), Condvar::new()),
+            backoff: (Mutex::new(()), Condvar::new()),
+            max_workers,
+        });
+
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut threads = Vec::with_capacity(n);
+        let mut failure = None;
+        for (index, local) in locals.into_iter().enumerate() {
+            let mut builder =
+                thread::Builder::new().name(format!("{}-{index}", self.thread_name_prefix));
+            if let Some(size) = self.stack_size {
+                builder = builder.stack_size(size);
+            }
+            let init = WorkerInit {
+                index,
+                local,
+                core: cores.as_ref().map(|c| c[index % c.len()]),
+                ready: ready_tx.clone(),
+            };
+            let worker_shared = shared.clone();
+            match builder.spawn(move || worker::main(worker_shared, init)) {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    failure = Some(BuildError::Spawn(e));
+                    // These threads will never run, so never exit.
+                    for _ in index..n {
+                        shared.worker_exited();
+                    }
+                    break;
+                }
+            }
+        }
+        drop(ready_tx);
+        for _ in 0..threads.len() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    failure.get_or_insert(e.into());
+                }
+                // Unreachable: a worker reports before anything else can go wrong.
+                Err(_) => break,
+            }
+        }
+
+        if let Some(error) = failure {
+            // Close before opening the gate: workers then drain (nothing) and exit, each
+            // destroying the resource it made.
+            let _ = shared.lifecycle.close(true);
+            shared.open_start_gate();
+            shared.wake_all();
+            for t in threads {
+                let _ = t.join();
+            }
+            shared.pool.drain(&shared.hooks);
+            return Err(error);
+        }
+        shared.open_start_gate();
+        Ok(TaskManager::from_parts(shared, threads))
+    }
+}
+
+impl<E> From<CreateError<E>> for BuildError<E> {
+    fn from(e: CreateError<E>) -> Self {
+        match e {
+            CreateError::Failed(e) => BuildError::ResourceCreation(e),
+            CreateError::Panicked(message) => BuildError::ResourceCreationPanicked { message },
+        }
+    }
+}

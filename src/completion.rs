@@ -1,0 +1,365 @@
+//! How an outcome reaches its submitter: a one-shot completion slot behind [`TaskHandle`] (and
+//! the blocking deliveries), or a callback.
+//!
+//! # The slot protocol
+//!
+//! A [`Slot`] is shared (`Arc`) by the task cell in the queue (the *producer*) and the
+//! [`TaskHandle`] (the *consumer*). Its `state` word moves through:
+//!
+//! ```text
+//!            claim (worker takes the task)          fill (outcome written)
+//!  PENDING ──────────────────────────────> CLAIMED ─────────────────────────> READY ──> TAKEN
+//!     │                                                                        (consumer)
+//!     └── cancel (consumer) ──> CANCELLED ──> TAKEN (consumer reads `Cancelled`)
+//! ```
+//!
+//! Who may touch what:
+//! - Only the producer moves `PENDING -> CLAIMED` and `CLAIMED -> READY`; only the consumer
+//!   moves `PENDING -> CANCELLED` and `READY | CANCELLED -> TAKEN`. The two racing transitions
+//!   out of `PENDING` are compare-and-swaps, so exactly one wins: a task is either cancelled
+//!   (and never runs) or claimed (and the cancel returns `false`).
+//! - `value` is written by the producer only while it holds `CLAIMED`, and read by the consumer
+//!   only after it loaded `READY` with `Acquire`, which pairs with the producer's `Release`
+//!   store of `READY`. So the two never touch `value` at the same time.
+//! - After writing `READY` the producer calls `waker.wake()`. The consumer registers its waker
+//!   *before* re-checking `state`; `AtomicWaker` guarantees that a wake racing a register is
+//!   not lost (either the wake sees the new waker, or the re-check sees `READY`).
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc as StdArc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use atomic_waker::AtomicWaker;
+use crossbeam_utils::Backoff;
+
+use crate::error::TaskError;
+use crate::sync::{Arc, AtomicU32, Ordering};
+
+const PENDING: u32 = 0;
+const CLAIMED: u32 = 1;
+const CANCELLED: u32 = 2;
+const READY: u32 = 3;
+const TAKEN: u32 = 4;
+
+/// What [`Slot::claim`] found.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// The producer holds the slot: it may run the task and must fill the slot.
+    Held,
+    /// The consumer cancelled first: the task must not run.
+    Cancelled,
+}
+
+/// A one-shot outcome slot shared by a task cell and its handle.
+pub(crate) struct Slot<T, E> {
+    state: AtomicU32,
+    value: UnsafeCell<Option<Result<T, TaskError<E>>>>,
+    waker: AtomicWaker,
+}
+
+// SAFETY: (1) `value` is only accessed under the state protocol above, which gives the producer
+// and the consumer exclusive access in turn, with Release/Acquire ordering between the turns;
+// (2) the value is moved between threads, so `T` and `E` must be `Send`. No `&T` is ever shared,
+// so `Sync` does not need `T: Sync`.
+unsafe impl<T: Send, E: Send> Sync for Slot<T, E> {}
+// SAFETY: owning a slot means owning at most one `Result<T, TaskError<E>>`; it is `Send` when
+// they are.
+unsafe impl<T: Send, E: Send> Send for Slot<T, E> {}
+
+impl<T, E> Slot<T, E> {
+    pub(crate) fn new() -> Self {
+        Slot {
+            state: AtomicU32::new(PENDING),
+            value: UnsafeCell::new(None),
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    /// Producer: takes the slot before running the task. Idempotent for the producer (a retried
+    /// task claims again and finds `CLAIMED`, which only it can have set).
+    pub(crate) fn claim(&self) -> Claim {
+        match self
+            .state
+            .compare_exchange(PENDING, CLAIMED, Ordering::Acquire, Ordering::Acquire)
+        {
+            Ok(_) | Err(CLAIMED) => Claim::Held,
+            Err(_) => Claim::Cancelled,
+        }
+    }
+
+    /// Producer: publishes the outcome. Does nothing if the consumer cancelled first.
+    pub(crate) fn fill(&self, outcome: Result<T, TaskError<E>>) {
+        if self.claim() == Claim::Cancelled {
+            return;
+        }
+        // SAFETY: the state is CLAIMED and only this producer could have set it; the consumer
+        // does not read `value` before it sees READY, which is stored below (Release).
+        unsafe { *self.value.get() = Some(outcome) };
+        self.state.store(READY, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Consumer: `PENDING -> CANCELLED`. True when the task had not started and now never will.
+    pub(crate) fn cancel(&self) -> bool {
+        self.state
+            .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        matches!(
+            self.state.load(Ordering::Acquire),
+            CANCELLED | READY | TAKEN
+        )
+    }
+
+    /// Consumer: the outcome, if there is one. `Some` at most once.
+    ///
+    /// # Panics
+    /// If the outcome was already taken (a future polled after it completed).
+    fn try_take(&self) -> Option<Result<T, TaskError<E>>> {
+        match self.state.load(Ordering::Acquire) {
+            READY => {
+                self.state.store(TAKEN, Ordering::Relaxed);
+                // SAFETY: READY was loaded with Acquire, pairing with the producer's Release
+                // store after its write; the producer never touches `value` again, and this
+                // consumer is the only one (`TaskHandle` is not `Clone`).
+                let value = unsafe { (*self.value.get()).take() };
+                Some(value.expect("a READY slot holds an outcome"))
+            }
+            CANCELLED => {
+                self.state.store(TAKEN, Ordering::Relaxed);
+                Some(Err(TaskError::Cancelled))
+            }
+            TAKEN => panic!("TaskHandle polled after it completed"),
+            _ => None,
+        }
+    }
+}
+
+/// Wakes a thread blocked in [`TaskHandle::wait`].
+struct ThreadWaker(Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: StdArc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &StdArc<Self>) {
+        self.0.unpark();
+    }
+}
+
+thread_local! {
+    /// One waker per thread, made the first time the thread blocks on a handle.
+    static THREAD_WAKER: Waker = Waker::from(StdArc::new(ThreadWaker(thread::current())));
+}
+
+/// The receiving end of a task submitted with one of the `*_async` methods.
+///
+/// Wait for it with [`wait`](Self::wait) or [`wait_timeout`](Self::wait_timeout), or `.await` it
+/// on any executor. Dropping a handle does not cancel the task; [`cancel`](Self::cancel) does,
+/// if the task has not started.
+///
+/// ```
+/// # use tasker::{TaskManager, TaskContext};
+/// let manager = TaskManager::builder()
+///     .on_create(|| Ok::<u64, std::io::Error>(0))
+///     .worker_count(1)
+///     .build()?;
+/// let handle = manager.queue_task_async(|n: &mut u64, _ctx: &TaskContext| {
+///     *n += 1;
+///     Ok(*n)
+/// });
+/// assert_eq!(handle.wait().unwrap(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "a handle does nothing unless waited on; dropping it does not cancel the task"]
+pub struct TaskHandle<T, E> {
+    slot: Arc<Slot<T, E>>,
+}
+
+impl<T, E> TaskHandle<T, E> {
+    pub(crate) fn new(slot: Arc<Slot<T, E>>) -> Self {
+        TaskHandle { slot }
+    }
+
+    /// True once the task has an outcome (done, failed, refused or cancelled).
+    pub fn is_finished(&self) -> bool {
+        self.slot.is_finished()
+    }
+
+    /// Cancels the task if it has not started. Returns `true` when it had not started and now
+    /// never will (its outcome is then [`TaskError::Cancelled`]); `false` when it already ran,
+    /// is running, or already has an outcome.
+    pub fn cancel(&self) -> bool {
+        self.slot.cancel()
+    }
+
+    /// Blocks until the task has an outcome.
+    ///
+    /// Spins briefly, then parks the thread. Do not call this from inside a task of the same
+    /// manager when every worker could end up waiting: use a callback or `.await` there.
+    pub fn wait(self) -> Result<T, TaskError<E>> {
+        match self.wait_until(None) {
+            Ok(outcome) => outcome,
+            Err(_) => unreachable!("a wait without deadline returns an outcome"),
+        }
+    }
+
+    /// Blocks until the task has an outcome or `timeout` passes. On timeout the handle is given
+    /// back, still live, so the caller can wait again, cancel, or drop it.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, TaskError<E>>, Self> {
+        // A timeout too large for `Instant` means "no deadline".
+        self.wait_until(Instant::now().checked_add(timeout))
+    }
+
+    fn wait_until(self, deadline: Option<Instant>) -> Result<Result<T, TaskError<E>>, Self> {
+        let backoff = Backoff::new();
+        while !backoff.is_completed() {
+            if let Some(outcome) = self.slot.try_take() {
+                return Ok(outcome);
+            }
+            backoff.snooze();
+        }
+        THREAD_WAKER.with(|waker| self.slot.waker.register(waker));
+        loop {
+            // Registered before this check: a fill after it wakes us (see module docs).
+            if let Some(outcome) = self.slot.try_take() {
+                return Ok(outcome);
+            }
+            match deadline {
+                None => thread::park(),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(self);
+                    }
+                    thread::park_timeout(deadline - now);
+                }
+            }
+        }
+    }
+}
+
+impl<T, E> Future for TaskHandle<T, E> {
+    type Output = Result<T, TaskError<E>>;
+
+    /// # Panics
+    /// If polled again after it returned `Ready` (as most futures do).
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(outcome) = self.slot.try_take() {
+            return Poll::Ready(outcome);
+        }
+        self.slot.waker.register(cx.waker());
+        match self.slot.try_take() {
+            Some(outcome) => Poll::Ready(outcome),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<T, E> fmt::Debug for TaskHandle<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+/// Where a task's outcome goes.
+pub(crate) trait Deliver<T, E>: Send + 'static {
+    /// Called by the worker before the first run.
+    fn claim(&mut self) -> Claim;
+    /// Hands over the outcome. Called exactly once per accepted task.
+    fn deliver(self, outcome: Result<T, TaskError<E>>);
+}
+
+impl<T: Send + 'static, E: Send + 'static> Deliver<T, E> for Arc<Slot<T, E>> {
+    #[inline]
+    fn claim(&mut self) -> Claim {
+        Slot::claim(self)
+    }
+    #[inline]
+    fn deliver(self, outcome: Result<T, TaskError<E>>) {
+        self.fill(outcome);
+    }
+}
+
+/// A user callback. Its panics are caught and logged: they never take a worker down.
+pub(crate) struct Callback<C>(pub(crate) C);
+
+impl<T, E, C> Deliver<T, E> for Callback<C>
+where
+    C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
+{
+    #[inline]
+    fn claim(&mut self) -> Claim {
+        Claim::Held
+    }
+    fn deliver(self, outcome: Result<T, TaskError<E>>) {
+        let cb = self.0;
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(outcome)))
+        {
+            crate::log::callback_panicked(&crate::error::panic_message(payload.as_ref()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_then_take() {
+        let slot: Slot<u32, ()> = Slot::new();
+        assert_eq!(slot.claim(), Claim::Held);
+        assert!(!slot.cancel(), "a claimed slot cannot be cancelled");
+        slot.fill(Ok(7));
+        assert!(slot.is_finished());
+        assert_eq!(slot.try_take(), Some(Ok(7)));
+    }
+
+    #[test]
+    fn cancel_wins_over_a_later_claim_and_fill() {
+        let slot: Slot<u32, ()> = Slot::new();
+        assert!(slot.cancel());
+        assert_eq!(slot.claim(), Claim::Cancelled);
+        slot.fill(Ok(7)); // dropped: the consumer cancelled first
+        assert_eq!(slot.try_take(), Some(Err(TaskError::Cancelled)));
+    }
+
+    #[test]
+    fn pending_slot_has_no_outcome() {
+        let slot: Slot<String, ()> = Slot::new();
+        assert!(!slot.is_finished());
+        assert_eq!(slot.try_take(), None);
+    }
+
+    #[test]
+    fn racing_fill_and_wait_delivers_once() {
+        for _ in 0..200 {
+            let slot = Arc::new(Slot::<Vec<u8>, ()>::new());
+            let handle = TaskHandle::new(slot.clone());
+            let producer = thread::spawn(move || slot.fill(Ok(vec![1, 2, 3])));
+            assert_eq!(handle.wait(), Ok(vec![1, 2, 3]));
+            producer.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn wait_timeout_gives_the_handle_back() {
+        let slot = Arc::new(Slot::<u8, ()>::new());
+        let handle = TaskHandle::new(slot.clone());
+        let handle = handle
+            .wait_timeout(Duration::from_millis(5))
+            .expect_err("nothing filled the slot");
+        slot.fill(Ok(1));
+        assert_eq!(handle.wait_timeout(Duration::from_secs(5)).ok(), Some(Ok(1)));
+    }
+}

@@ -1,0 +1,178 @@
+//! The error types of the public API.
+
+use std::error::Error;
+use std::fmt;
+
+/// Why a task did not produce a value.
+///
+/// Every task accepted by a [`TaskManager`](crate::TaskManager) ends with exactly one
+/// `Result<T, TaskError<E>>`, whatever happens to the manager.
+#[non_exhaustive]
+#[derive(Debug, PartialEq, Eq)]
+pub enum TaskError<E> {
+    /// The task returned `Err` for the last time (a healthy error, or an unhealthy one after
+    /// its retries ran out).
+    Failed {
+        /// The error the task returned on its last attempt.
+        error: E,
+        /// How many times the task ran.
+        attempts: u32,
+    },
+    /// The task panicked. The worker survived and got a fresh resource.
+    Panicked {
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+    /// Refused at submission: `stop` or `kill` had begun.
+    ShuttingDown,
+    /// Dropped from the queue by `kill` before it (re-)ran.
+    Killed,
+    /// Cancelled through its [`TaskHandle`](crate::TaskHandle) before it started.
+    Cancelled,
+    /// A bounded queue was full (callback and handle deliveries only; blocking ones wait).
+    QueueFull,
+    /// `run_task` needed a temporary resource and `on_create` failed.
+    ResourceCreation(E),
+    /// A blocking submission (`queue_task*` without callback or handle) was made from inside a
+    /// task running on the same manager. Waiting there could deadlock (every worker may be
+    /// waiting on a task only a worker can run), so it is refused instead. Use a callback or
+    /// handle delivery, or `run_task`, from inside tasks.
+    WouldDeadlock,
+}
+
+impl<E> TaskError<E> {
+    /// The task's own error, if it failed with one.
+    pub fn into_task_error(self) -> Option<E> {
+        match self {
+            TaskError::Failed { error, .. } | TaskError::ResourceCreation(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for TaskError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskError::Failed { error, attempts } => {
+                write!(f, "task failed after {attempts} attempt(s): {error}")
+            }
+            TaskError::Panicked { message } => write!(f, "task panicked: {message}"),
+            TaskError::ShuttingDown => f.write_str("task refused: the manager is shutting down"),
+            TaskError::Killed => f.write_str("task dropped: the manager was killed"),
+            TaskError::Cancelled => f.write_str("task cancelled before it started"),
+            TaskError::QueueFull => f.write_str("task refused: the queue is full"),
+            TaskError::ResourceCreation(e) => write!(f, "could not create a resource: {e}"),
+            TaskError::WouldDeadlock => f.write_str(
+                "blocking submission from inside a task of the same manager (would deadlock)",
+            ),
+        }
+    }
+}
+
+impl<E: Error + 'static> Error for TaskError<E> {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            TaskError::Failed { error, .. } | TaskError::ResourceCreation(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Why [`Builder::build`](crate::Builder::build) refused.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum BuildError<E> {
+    /// `on_create` was not given.
+    MissingOnCreate,
+    /// `worker_count` was 0.
+    ZeroWorkers,
+    /// `max_worker_count` was below `worker_count`.
+    MaxBelowBase {
+        /// The `worker_count` asked for.
+        worker_count: usize,
+        /// The `max_worker_count` asked for.
+        max_worker_count: usize,
+    },
+    /// `burst_interval` was zero.
+    ZeroBurstInterval,
+    /// `queue_capacity` was 0 (no task could ever be queued).
+    ZeroQueueCapacity,
+    /// `stack_size` was 0.
+    ZeroStackSize,
+    /// `on_create` failed while making the initial resources. Everything already made was
+    /// destroyed before `build` returned.
+    ResourceCreation(E),
+    /// `on_create` panicked while making the initial resources.
+    ResourceCreationPanicked {
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+    /// The operating system refused to start a worker thread.
+    Spawn(std::io::Error),
+}
+
+impl<E: fmt::Display> fmt::Display for BuildError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::MissingOnCreate => f.write_str("on_create is required"),
+            BuildError::ZeroWorkers => f.write_str("worker_count must be greater than 0"),
+            BuildError::MaxBelowBase {
+                worker_count,
+                max_worker_count,
+            } => write!(
+                f,
+                "max_worker_count ({max_worker_count}) is below worker_count ({worker_count})"
+            ),
+            BuildError::ZeroBurstInterval => f.write_str("burst_interval must be non-zero"),
+            BuildError::ZeroQueueCapacity => f.write_str("queue_capacity must be greater than 0"),
+            BuildError::ZeroStackSize => f.write_str("stack_size must be greater than 0"),
+            BuildError::ResourceCreation(e) => write!(f, "on_create failed: {e}"),
+            BuildError::ResourceCreationPanicked { message } => {
+                write!(f, "on_create panicked: {message}")
+            }
+            BuildError::Spawn(e) => write!(f, "could not spawn a worker thread: {e}"),
+        }
+    }
+}
+
+impl<E: Error + 'static> Error for BuildError<E> {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            BuildError::ResourceCreation(e) => Some(e),
+            BuildError::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why `stop` or `kill` refused.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownError {
+    /// `stop` was called after `stop` or `kill` had already begun.
+    AlreadyStopping,
+    /// `kill` was called after `kill` had already begun.
+    AlreadyKilled,
+}
+
+impl fmt::Display for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShutdownError::AlreadyStopping => f.write_str("stop or kill has already begun"),
+            ShutdownError::AlreadyKilled => f.write_str("kill has already begun"),
+        }
+    }
+}
+
+impl Error for ShutdownError {}
+
+/// Turns a panic payload into a message.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,59 @@
+//! # tasker
+//!
+//! A lock-free, work-stealing task manager for latency-sensitive services. Each worker is a
+//! pinned OS thread that owns a *resource* (a database connection, a GPU context, a parser,
+//! an HTTP client) made by your `on_create` and released by your `on_destroy`. You hand it
+//! closures that run against a worker's resource.
+//!
+//! ```
+//! use tasker::{TaskManager, TaskContext, TaskError};
+//!
+//! struct Conn { queries: u64 }
+//!
+//! let manager = TaskManager::builder()
+//!     .on_create(|| Ok::<_, String>(Conn { queries: 0 }))
+//!     .on_destroy(|_conn: Conn| Ok(()))
+//!     .check_health(|e: &String| e != "connection lost")
+//!     .worker_count(2)
+//!     .build()?;
+//!
+//! let n = manager.queue_task(|conn: &mut Conn, _ctx: &TaskContext| {
+//!     conn.queries += 1;
+//!     Ok(conn.queries)
+//! })?;
+//! assert!(n >= 1);
+//!
+//! let handle = manager.queue_task_with_priority_async(|_: &mut Conn, ctx: &TaskContext| {
+//!     Ok::<u32, String>(ctx.attempt())
+//! });
+//! assert_eq!(handle.wait(), Ok(1));
+//! manager.stop()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Every accepted task gets exactly one outcome; every resource made is destroyed exactly
+//! once; `stop` drains, `kill` resolves what is queued with [`TaskError::Killed`].
+//! See the README for the full table of submission methods.
+
+#![warn(missing_docs)]
+
+mod builder;
+mod completion;
+mod error;
+mod lifecycle;
+mod log;
+mod manager;
+mod metrics;
+mod resource_pool;
+mod scheduler;
+mod shared;
+mod sync;
+mod task;
+mod worker;
+
+pub use builder::Builder;
+pub use completion::TaskHandle;
+pub use error::{BuildError, ShutdownError, TaskError};
+pub use manager::TaskManager;
+pub use metrics::{TaskMetrics, TaskStats};
+pub use task::TaskContext;

@@ -1,0 +1,504 @@
+//! [`TaskManager`]: every public submit and run method, funnelled into one enqueue path
+//! ([`TaskManager::submit`]), plus shutdown and snapshots.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::thread::JoinHandle;
+
+use crate::builder::Builder;
+use crate::completion::{Callback, Deliver, Slot, TaskHandle};
+use crate::error::{ShutdownError, TaskError, panic_message};
+use crate::lifecycle::Finished;
+use crate::metrics::{self, Counters, TaskMetrics, TaskStats};
+use crate::resource_pool::CreateError;
+use crate::scheduler::Queued;
+use crate::shared::Shared;
+use crate::sync::{Arc, AtomicU32, Condvar, Mutex, Ordering};
+use crate::task::{Body, Many, Once, TaskCell, TaskContext};
+
+const RUNNING: u32 = 0;
+const STOPPING: u32 = 1;
+const KILLING: u32 = 2;
+
+/// A pool of pinned worker threads, each owning a resource, that runs the tasks it is given.
+///
+/// Cheap to clone: clones share one manager. Dropping the last clone stops it gracefully
+/// (like [`stop`](Self::stop)) unless `stop` or `kill` was called.
+///
+/// Every task accepted gets exactly one outcome, `Ok(T)` or a [`TaskError`], whatever happens
+/// (errors, panics, retries, `stop`, `kill`, racing submitters).
+///
+/// ```
+/// use tasker::{TaskManager, TaskContext, TaskError};
+///
+/// let manager = TaskManager::builder()
+///     .on_create(|| Ok::<Vec<u64>, String>(Vec::new()))
+///     .worker_count(2)
+///     .build()?;
+///
+/// // Blocking: the answer comes back to this thread.
+/// let len = manager.queue_task(|log: &mut Vec<u64>, _ctx: &TaskContext| {
+///     log.push(1);
+///     Ok(log.len())
+/// })?;
+/// assert!(len >= 1);
+///
+/// // A plain error is returned as `Failed`, with the number of runs.
+/// let err = manager
+///     .queue_task(|_: &mut Vec<u64>, _: &TaskContext| Err::<(), _>("no".to_string()))
+///     .unwrap_err();
+/// assert_eq!(err, TaskError::Failed { error: "no".to_string(), attempts: 1 });
+///
+/// manager.stop()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct TaskManager<R, E> {
+    inner: Arc<Inner<R, E>>,
+}
+
+impl<R, E> Clone for TaskManager<R, E> {
+    fn clone(&self) -> Self {
+        TaskManager {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<R, E> fmt::Debug for TaskManager<R, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.inner.shared;
+        f.debug_struct("TaskManager")
+            .field("workers", &s.workers.len())
+            .field("pending_tasks", &s.lifecycle.pending())
+            .field("closed", &s.lifecycle.is_closed())
+            .finish()
+    }
+}
+
+/// What the clones share; dropping it (the last clone) stops the manager.
+struct Inner<R, E> {
+    shared: Arc<Shared<R, E>>,
+    /// `RUNNING`, `STOPPING` or `KILLING`: which of `stop`/`kill` was called.
+    phase: AtomicU32,
+    /// Worker threads; taken by the first caller that joins them.
+    threads: Mutex<Option<Vec<JoinHandle<()>>>>,
+    /// Set (and notified) once the threads are joined and the pool emptied.
+    joined: (Mutex<bool>, Condvar),
+}
+
+impl<R, E> Drop for Inner<R, E> {
+    fn drop(&mut self) {
+        if self
+            .phase
+            .compare_exchange(RUNNING, STOPPING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.begin_shutdown(false);
+            self.join();
+        }
+    }
+}
+
+impl<R, E> Inner<R, E> {
+    fn begin_shutdown(&self, kill: bool) {
+        let shared = &self.shared;
+        crate::log::shutdown(kill);
+        if kill {
+            shared.cancelled.store(true, Ordering::Relaxed);
+        }
+        let _ = shared.lifecycle.close(kill);
+        // Sleeping workers must see the new state (the exit condition, or `Killed` mode);
+        // submitters waiting for queue room must refuse.
+        shared.wake_all();
+    }
+
+    /// Waits until every worker exited and every resource is destroyed. From a worker thread
+    /// of this manager it returns at once: a thread cannot join itself. The workers then exit
+    /// on their own once drained, each destroying its resource, the last one emptying the
+    /// pool.
+    fn join(&self) {
+        let shared = &self.shared;
+        if shared.is_current_worker() {
+            return;
+        }
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (done, cv) = &self.joined;
+        match threads {
+            Some(threads) => {
+                for t in threads {
+                    // Workers abort rather than unwind (see `worker`), so join cannot fail.
+                    let _ = t.join();
+                }
+                shared.pool.drain(&shared.hooks);
+                *done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                cv.notify_all();
+            }
+            None => {
+                let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
+                while !*done {
+                    done = cv.wait(done).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
+}
+
+impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
+    /// Starts configuring a manager. `R` and `E` are inferred from `on_create`, or named:
+    /// `TaskManager::<Conn, MyError>::builder()`.
+    pub fn builder() -> Builder<R, E> {
+        Builder::new()
+    }
+
+    pub(crate) fn from_parts(shared: Arc<Shared<R, E>>, threads: Vec<JoinHandle<()>>) -> Self {
+        TaskManager {
+            inner: Arc::new(Inner {
+                shared,
+                phase: AtomicU32::new(RUNNING),
+                threads: Mutex::new(Some(threads)),
+                joined: (Mutex::new(false), Condvar::new()),
+            }),
+        }
+    }
+
+    /// The one enqueue path: admission (queue room, then the shutdown gate), then one task
+    /// cell pushed to an injector. A refused task is answered here, on the caller's thread.
+    fn submit<T, B, D>(&self, body: B, delivery: D, priority: bool, blocking: bool)
+    where
+        T: Send + 'static,
+        B: Body<R, E, T>,
+        D: Deliver<T, E>,
+    {
+        let shared = &*self.inner.shared;
+        if let Some(cap) = &shared.capacity {
+            let reserved = if blocking {
+                cap.reserve_blocking(|| shared.lifecycle.is_closed())
+            } else {
+                cap.try_reserve()
+            };
+            if !reserved {
+                let error = if shared.lifecycle.is_closed() {
+                    TaskError::ShuttingDown
+                } else {
+                    TaskError::QueueFull
+                };
+                return delivery.deliver(Err(error));
+            }
+        }
+        match shared.lifecycle.admit() {
+            Ok(ticket) => {
+                let job = Box::new(TaskCell::new(body, delivery));
+                shared.push(Queued { job, ticket }, priority);
+            }
+            Err(drained) => {
+                if let Some(cap) = &shared.capacity {
+                    cap.release();
+                }
+                if drained == Finished::Drained {
+                    shared.wake_all();
+                }
+                delivery.deliver(Err(TaskError::ShuttingDown));
+            }
+        }
+    }
+
+    fn submit_blocking<T, B>(&self, body: B, priority: bool) -> Result<T, TaskError<E>>
+    where
+        T: Send + 'static,
+        B: Body<R, E, T>,
+    {
+        if self.inner.shared.is_current_worker() {
+            return Err(TaskError::WouldDeadlock);
+        }
+        let slot = Arc::new(Slot::new());
+        self.submit(body, slot.clone(), priority, true);
+        TaskHandle::new(slot).wait()
+    }
+
+    fn submit_async<T, B>(&self, body: B, priority: bool) -> TaskHandle<T, E>
+    where
+        T: Send + 'static,
+        B: Body<R, E, T>,
+    {
+        let slot = Arc::new(Slot::new());
+        self.submit(body, slot.clone(), priority, false);
+        TaskHandle::new(slot)
+    }
+
+    // ----- blocking deliveries -----
+
+    /// Queues a task and blocks until its outcome. Retried on unhealthy errors.
+    ///
+    /// Waits for room when the queue is bounded and full. Called from inside a task of this
+    /// same manager it returns [`TaskError::WouldDeadlock`] at once (see there).
+    pub fn queue_task<T, F>(&self, f: F) -> Result<T, TaskError<E>>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
+    {
+        self.submit_blocking(Many(f), false)
+    }
+
+    /// Like [`queue_task`](Self::queue_task), on the priority queue: it starts before every
+    /// normal task still queued.
+    pub fn queue_task_with_priority<T, F>(&self, f: F) -> Result<T, TaskError<E>>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
+    {
+        self.submit_blocking(Many(f), true)
+    }
+
+    /// Like [`queue_task`](Self::queue_task), but runs at most once: never retried.
+    pub fn queue_task_once<T, F>(&self, f: F) -> Result<T, TaskError<E>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
+    {
+        self.submit_blocking(Once(Some(f)), false)
+    }
+
+    /// Priority and at most once.
+    pub fn queue_task_with_priority_once<T, F>(&self, f: F) -> Result<T, TaskError<E>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
+    {
+        self.submit_blocking(Once(Some(f)), true)
+    }
+
+    // ----- callback deliveries -----
+
+    /// Queues a task; `cb` receives its outcome, exactly once, on a worker thread (or on this
+    /// thread if the task is refused). A panicking `cb` is caught and logged.
+    pub fn queue_task_with_callback<T, F, C>(&self, f: F, cb: C)
+    where
+        T: Send + 'static,
+        F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
+        C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
+    {
+        self.submit(Many(f), Callback(cb), false, false);
+    }
+
+    /// Priority, with a callback.
+    pub fn queue_task_with_priority_with_callback<T, F, C>(&self, f: F, cb: C)
+    where
+        T: Send + 'static,
+        F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
+        C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
+    {
+        self.submit(Many(f), Callback(cb), true, false);
+    }
+
+    /// At most once, with a callback.
+    pub fn queue_task_once_with_callback<T, F, C>(&self, f: F, cb: C)
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
+        C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
+    {
+        self.submit(Once(Some(f)), Callback(cb), false, false);
+    }
+
+    /// Priority, at most once, with a callback.
+    pub fn queue_task_with_priority_once_with_callback<T, F, C>(&self, f: F, cb: C)
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
+        C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
+    {
+        self.submit(Once(Some(f)), Callback(cb), true, false);
+    }
+
+    // ----- handle deliveries -----
+
+    /// Queues a task and returns a [`TaskHandle`] to wait on, poll, `.await` or cancel.
+    pub fn queue_task_async<T, F>(&self, f: F) -> TaskHandle<T, E>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
+    {
+        self.submit_async(Many(f), false)
+    }
+
+    /// Priority, with a handle.
+    pub fn queue_task_with_priority_async<T, F>(&self, f: F) -> TaskHandle<T, E>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
+    {
+        self.submit_async(Many(f), true)
+    }
+
+    /// At most once, with a handle.
+    pub fn queue_task_once_async<T, F>(&self, f: F) -> TaskHandle<T, E>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
+    {
+        self.submit_async(Once(Some(f)), false)
+    }
+
+    /// Priority, at most once, with a handle.
+    pub fn queue_task_with_priority_once_async<T, F>(&self, f: F) -> TaskHandle<T, E>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
+    {
+        self.submit_async(Once(Some(f)), true)
+    }
+
+    // ----- run now -----
+
+    /// Runs `f` now on this thread, bypassing the queues, with a resource from the pool, or a
+    /// temporary one from `on_create` (destroyed after) when the pool is empty. Never retried.
+    /// A resource that comes back unhealthy (or from a panic) is destroyed, and the pool is
+    /// refilled with a new one when `on_create` allows.
+    ///
+    /// ```
+    /// # use tasker::{TaskManager, TaskContext};
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<String, std::io::Error>("conn".into()))
+    ///     .worker_count(1)
+    ///     .resource_pool_size(1)
+    ///     .build()?;
+    /// let n = manager.run_task(|conn: &mut String, _ctx: &TaskContext| Ok(conn.len()))?;
+    /// assert_eq!(n, 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn run_task<T, F>(&self, f: F) -> Result<T, TaskError<E>>
+    where
+        F: FnOnce(&mut R, &TaskContext) -> Result<T, E>,
+    {
+        let shared = &*self.inner.shared;
+        let ticket = match shared.lifecycle.admit() {
+            Ok(ticket) => ticket,
+            Err(drained) => {
+                if drained == Finished::Drained {
+                    shared.wake_all();
+                }
+                return Err(TaskError::ShuttingDown);
+            }
+        };
+        let outcome = run_now(shared, f);
+        shared.finish(ticket);
+        outcome
+    }
+
+    // ----- shutdown -----
+
+    /// Graceful shutdown: refuses new tasks, runs everything already queued (retries
+    /// included), joins the workers and destroys every resource. A second call (or a call
+    /// after `kill`) returns [`ShutdownError::AlreadyStopping`].
+    ///
+    /// Called from inside a task of this manager, it begins the shutdown and returns without
+    /// waiting (a worker cannot join itself).
+    pub fn stop(&self) -> Result<(), ShutdownError> {
+        self.inner
+            .phase
+            .compare_exchange(RUNNING, STOPPING, Ordering::AcqRel, Ordering::Acquire)
+            .map_err(|_| ShutdownError::AlreadyStopping)?;
+        self.inner.begin_shutdown(false);
+        self.inner.join();
+        Ok(())
+    }
+
+    /// Immediate shutdown: refuses new tasks, marks running tasks' contexts cancelled,
+    /// resolves every queued task with [`TaskError::Killed`], joins the workers and destroys
+    /// every resource. Allowed while `stop` is under way (escalation); a second `kill` returns
+    /// [`ShutdownError::AlreadyKilled`].
+    pub fn kill(&self) -> Result<(), ShutdownError> {
+        if self.inner.phase.swap(KILLING, Ordering::AcqRel) == KILLING {
+            return Err(ShutdownError::AlreadyKilled);
+        }
+        self.inner.begin_shutdown(true);
+        self.inner.join();
+        Ok(())
+    }
+
+    // ----- snapshots -----
+
+    /// Workers, queues and pool right now.
+    pub fn stats(&self) -> TaskStats {
+        let s = &*self.inner.shared;
+        TaskStats {
+            base_workers: s.workers.len(),
+            active_workers: s.active_workers(),
+            burst_workers: 0,
+            max_workers: s.max_workers,
+            queued_tasks: s.queues.normal_len(),
+            priority_tasks: s.queues.priority_len(),
+            pending_tasks: s.lifecycle.pending(),
+            available_resources: s.pool.len(),
+        }
+    }
+
+    /// Outcome totals since build.
+    pub fn metrics(&self) -> TaskMetrics {
+        let s = &*self.inner.shared;
+        metrics::snapshot(
+            s.workers
+                .iter()
+                .map(|w| &w.counters)
+                .chain(std::iter::once(&*s.outside)),
+        )
+    }
+}
+
+/// `run_task`'s body, between admission and finish.
+fn run_now<R, E, T, F>(shared: &Shared<R, E>, f: F) -> Result<T, TaskError<E>>
+where
+    F: FnOnce(&mut R, &TaskContext) -> Result<T, E>,
+{
+    let counters = &shared.outside;
+    let (mut resource, pooled) = match shared.pool.take() {
+        Some(r) => (r, true),
+        None => match shared.hooks.create() {
+            Ok(r) => (r, false),
+            Err(e) => {
+                Counters::add(&counters.failed);
+                return Err(match e {
+                    CreateError::Failed(e) => TaskError::ResourceCreation(e),
+                    CreateError::Panicked(message) => TaskError::Panicked { message },
+                });
+            }
+        },
+    };
+    let mut ctx = TaskContext::new(shared.cancelled.clone());
+    ctx.set_attempt(1);
+    let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut resource, &ctx)));
+    let (healthy, result) = match outcome {
+        Ok(Ok(value)) => {
+            Counters::add(&counters.completed);
+            (true, Ok(value))
+        }
+        Ok(Err(error)) => {
+            Counters::add(&counters.failed);
+            (
+                shared.hooks.is_healthy(&error),
+                Err(TaskError::Failed { error, attempts: 1 }),
+            )
+        }
+        Err(payload) => {
+            Counters::add(&counters.failed);
+            Counters::add(&counters.panicked);
+            let message = panic_message(payload.as_ref());
+            (false, Err(TaskError::Panicked { message }))
+        }
+    };
+    match (healthy, pooled) {
+        (true, true) => shared.pool.put(resource),
+        (true, false) => shared.hooks.destroy(resource),
+        (false, pooled) => {
+            shared.hooks.destroy(resource);
+            Counters::add(&counters.replaced);
+            if pooled {
+                match shared.hooks.create() {
+                    Ok(r) => shared.pool.put(r),
+                    Err(_) => crate::log::pool_refill_failed(),
+                }
+            }
+        }
+    }
+    result
+}

@@ -1,0 +1,98 @@
+//! The queues and the order a worker looks in them.
+//!
+//! Two global injectors (priority, normal) and one local FIFO deque per worker, whose
+//! [`Stealer`]s every worker holds. Tasks enter only through the injectors: submissions go to
+//! `normal` or `priority`, retries go to `priority`. A local deque is filled only by batch
+//! steals from `normal` or from a peer, so it only ever holds normal tasks.
+//!
+//! A worker looks, in order ([`Queues::find_task`]):
+//! 1. the priority injector, one task;
+//! 2. its local deque;
+//! 3. the normal injector, a batch moved into the local deque;
+//! 4. its peers' deques, starting after itself, a batch each.
+//!
+//! Because step 1 comes before every pick, a priority task starts before any normal task that
+//! is still queued when it arrives (local deques included). Normal tasks are never starved by
+//! local work: local deques hold only tasks taken from the normal injector in FIFO order.
+
+pub(crate) mod capacity;
+pub(crate) mod sleep;
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+
+use crate::lifecycle::Admitted;
+use crate::task::BoxJob;
+
+/// What the queues carry: a task and the proof that it was admitted (and so is counted as
+/// pending until its outcome is delivered).
+pub(crate) struct Queued<R, E> {
+    pub(crate) job: BoxJob<R, E>,
+    pub(crate) ticket: Admitted,
+}
+
+pub(crate) struct Queues<R, E> {
+    pub(crate) priority: Injector<Queued<R, E>>,
+    pub(crate) normal: Injector<Queued<R, E>>,
+    pub(crate) stealers: Box<[Stealer<Queued<R, E>>]>,
+}
+
+impl<R, E> Queues<R, E> {
+    /// Makes the injectors and `n` local deques; the deques go to their workers' threads.
+    pub(crate) fn new(n: usize) -> (Self, Vec<Worker<Queued<R, E>>>) {
+        let locals: Vec<_> = (0..n).map(|_| Worker::new_fifo()).collect();
+        let stealers = locals.iter().map(Worker::stealer).collect();
+        let queues = Queues {
+            priority: Injector::new(),
+            normal: Injector::new(),
+            stealers,
+        };
+        (queues, locals)
+    }
+
+    /// One pass of the search order above. `me` is the caller's index in `stealers`.
+    pub(crate) fn find_task(&self, me: usize, local: &Worker<Queued<R, E>>) -> Option<Queued<R, E>> {
+        loop {
+            let mut retry = false;
+            match self.priority.steal() {
+                Steal::Success(job) => return Some(job),
+                Steal::Retry => retry = true,
+                Steal::Empty => {}
+            }
+            if let Some(job) = local.pop() {
+                return Some(job);
+            }
+            match self.normal.steal_batch_and_pop(local) {
+                Steal::Success(job) => return Some(job),
+                Steal::Retry => retry = true,
+                Steal::Empty => {}
+            }
+            let n = self.stealers.len();
+            for k in 1..n {
+                match self.stealers[(me + k) % n].steal_batch_and_pop(local) {
+                    Steal::Success(job) => return Some(job),
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+            }
+            if !retry {
+                return None;
+            }
+        }
+    }
+
+    /// Any task visible anywhere (used to pass a wake-up on).
+    pub(crate) fn has_work(&self) -> bool {
+        !self.priority.is_empty()
+            || !self.normal.is_empty()
+            || self.stealers.iter().any(|s| !s.is_empty())
+    }
+
+    /// Queued normal tasks (injector and local deques).
+    pub(crate) fn normal_len(&self) -> usize {
+        self.normal.len() + self.stealers.iter().map(Stealer::len).sum::<usize>()
+    }
+
+    pub(crate) fn priority_len(&self) -> usize {
+        self.priority.len()
+    }
+}

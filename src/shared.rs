@@ -1,0 +1,128 @@
+//! The state one manager's workers and handles share.
+
+use std::cell::Cell;
+
+use crossbeam_utils::CachePadded;
+
+use crate::lifecycle::{Admitted, Finished, Lifecycle};
+use crate::metrics::Counters;
+use crate::resource_pool::{Hooks, ResourcePool};
+use crate::scheduler::capacity::Capacity;
+use crate::scheduler::sleep::Sleep;
+use crate::scheduler::{Queued, Queues};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
+
+/// Per-worker state others may read.
+#[derive(Default)]
+pub(crate) struct WorkerSlot {
+    /// Holds a resource and takes tasks. Written only by the worker.
+    pub(crate) active: AtomicBool,
+    /// Outcome counters. Written only by the worker.
+    pub(crate) counters: Counters,
+}
+
+pub(crate) struct Shared<R, E> {
+    pub(crate) queues: Queues<R, E>,
+    pub(crate) sleep: Sleep,
+    pub(crate) lifecycle: Lifecycle,
+    pub(crate) capacity: Option<Capacity>,
+    pub(crate) hooks: Hooks<R, E>,
+    pub(crate) pool: ResourcePool<R>,
+    pub(crate) max_retries: u32,
+    /// Read by every `TaskContext::is_cancelled`; set by `kill`.
+    pub(crate) cancelled: Arc<AtomicBool>,
+    pub(crate) workers: Box<[CachePadded<WorkerSlot>]>,
+    /// Counters for `run_task` outcomes, written by callers' threads.
+    pub(crate) outside: CachePadded<Counters>,
+    /// Worker threads not yet exited; the last one out empties the pool.
+    pub(crate) live_workers: AtomicUsize,
+    /// Workers wait here after making their first resource until `build` decides.
+    pub(crate) start_gate: (Mutex<bool>, Condvar),
+    /// Workers whose `on_create` failed sleep here between attempts; shutdown notifies it.
+    pub(crate) backoff: (Mutex<()>, Condvar),
+    pub(crate) max_workers: usize,
+}
+
+thread_local! {
+    /// The manager whose worker this thread is (its `Shared` address), 0 elsewhere.
+    static CURRENT_MANAGER: Cell<usize> = const { Cell::new(0) };
+}
+
+impl<R, E> Shared<R, E> {
+    /// Pushes an accepted task and wakes a worker if one is needed.
+    #[inline]
+    pub(crate) fn push(&self, queued: Queued<R, E>, priority: bool) {
+        if priority {
+            self.queues.priority.push(queued);
+        } else {
+            self.queues.normal.push(queued);
+        }
+        self.sleep.notify_one();
+    }
+
+    /// An accepted task got its outcome.
+    #[inline]
+    pub(crate) fn finish(&self, ticket: Admitted) {
+        if self.lifecycle.finish(ticket) == Finished::Drained {
+            self.wake_all();
+        }
+    }
+
+    /// Wakes every thread that waits on a state change: sleeping workers, submitters waiting
+    /// for queue room, workers backing off after a failed `on_create`.
+    pub(crate) fn wake_all(&self) {
+        self.sleep.wake_all();
+        if let Some(cap) = &self.capacity {
+            cap.wake_all();
+        }
+        // Taking the lock orders this notify after a waiter's check of the shutdown state.
+        drop(self.backoff.0.lock());
+        self.backoff.1.notify_all();
+    }
+
+    fn id(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// Marks the calling thread as one of this manager's workers.
+    pub(crate) fn enter_worker_thread(&self) {
+        CURRENT_MANAGER.with(|c| c.set(self.id()));
+    }
+
+    /// True on a worker thread of this manager (a task calling back into its manager).
+    pub(crate) fn is_current_worker(&self) -> bool {
+        CURRENT_MANAGER.with(|c| c.get()) == self.id()
+    }
+
+    /// Opens the start gate (`build` decided); `false` happens only after the lifecycle was
+    /// closed, so workers then drain and exit.
+    pub(crate) fn open_start_gate(&self) {
+        *self.start_gate.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.start_gate.1.notify_all();
+    }
+
+    pub(crate) fn wait_start_gate(&self) {
+        let mut open = self.start_gate.0.lock().unwrap_or_else(|e| e.into_inner());
+        while !*open {
+            open = self
+                .start_gate
+                .1
+                .wait(open)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// A worker thread is leaving; the last one empties the `run_task` pool.
+    pub(crate) fn worker_exited(&self) {
+        if self.live_workers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.pool.drain(&self.hooks);
+        }
+    }
+
+    pub(crate) fn active_workers(&self) -> usize {
+        self.workers
+            .iter()
+            .filter(|w| w.active.load(Ordering::Relaxed))
+            .count()
+    }
+}

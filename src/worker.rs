@@ -1,0 +1,300 @@
+//! A worker slot's thread: pin, own a resource, run tasks, replace a broken resource, drain.
+//!
+//! # Who touches what
+//!
+//! The thread owns its resource (`Option<R>`, `None` while it is being replaced), its local
+//! deque and its [`WorkerSlot`] counters; nobody else writes them. It shares the injectors,
+//! the peers' stealers, the sleep state and the lifecycle word (see their modules).
+//!
+//! # A task's path through the worker ([`WorkerLoop::handle`])
+//!
+//! 1. A fresh task gives its queue place back (bounded queues).
+//! 2. After `kill`, the task is resolved `Killed` unrun.
+//! 3. `claim`: a task cancelled through its handle is dropped unrun.
+//! 4. Run it against the resource, catching a panic.
+//! 5. `Ok`: delivered inside `run`. `Err(e)` with `check_health(&e)`: delivered as `Failed`.
+//!    `Err(e)` unhealthy, or a panic: the resource is destroyed (and re-made at the top of the
+//!    loop); a re-runnable task with attempts left is pushed to the priority injector, keeping
+//!    its admission ticket; anything else is delivered as `Failed` or `Panicked`.
+//! 6. Every delivered outcome gives its ticket back to the lifecycle.
+//!
+//! # Panic policy
+//!
+//! A task's panic (and a callback's, and a hook's) is caught where it is called. A panic that
+//! escapes to the worker loop is a bug in this crate: its invariants can no longer be trusted,
+//! so the process aborts ([`AbortOnUnwind`]) rather than leave submitters waiting forever.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use crossbeam_deque::Worker;
+use crossbeam_utils::Backoff;
+
+use crate::completion::Claim;
+use crate::error::{TaskError, panic_message};
+use crate::log;
+use crate::metrics::Counters;
+use crate::resource_pool::CreateError;
+use crate::scheduler::Queued;
+use crate::scheduler::sleep::Slept;
+use crate::shared::{Shared, WorkerSlot};
+use crate::sync::{Arc, Ordering};
+use crate::task::TaskContext;
+
+/// Everything a worker thread starts with.
+pub(crate) struct WorkerInit<R, E> {
+    pub(crate) index: usize,
+    pub(crate) local: Worker<Queued<R, E>>,
+    pub(crate) core: Option<core_affinity::CoreId>,
+    /// Where the first `on_create` outcome is reported to `build`.
+    pub(crate) ready: Sender<Result<(), CreateError<E>>>,
+}
+
+/// Replacing a resource backs off from this delay...
+const CREATE_BACKOFF_MIN: Duration = Duration::from_millis(1);
+/// ...doubling up to this one.
+const CREATE_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Aborts the process if dropped during unwinding: see "Panic policy".
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("tasker: a worker's own bookkeeping panicked; aborting");
+            std::process::abort();
+        }
+    }
+}
+
+/// The thread body.
+pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
+    let guard = AbortOnUnwind;
+    shared.enter_worker_thread();
+    if let Some(core) = init.core {
+        if !core_affinity::set_for_current(core) {
+            log::pin_failed(init.index, core.id);
+        }
+    }
+    let resource = match shared.hooks.create() {
+        Ok(r) => {
+            // The receiver lives until every worker reported.
+            let _ = init.ready.send(Ok(()));
+            Some(r)
+        }
+        Err(e) => {
+            let _ = init.ready.send(Err(e));
+            None
+        }
+    };
+    drop(init.ready);
+    shared.wait_start_gate();
+
+    let mut worker = WorkerLoop {
+        ctx: TaskContext::new(shared.cancelled.clone()),
+        slot: &shared.workers[init.index],
+        index: init.index,
+        local: init.local,
+        resource: None,
+        shared: &shared,
+    };
+    if let Some(r) = resource {
+        worker.set_resource(r);
+    }
+    worker.run();
+    worker.release_resource();
+    drop(worker);
+    shared.worker_exited();
+    std::mem::forget(guard);
+}
+
+struct WorkerLoop<'a, R, E> {
+    shared: &'a Shared<R, E>,
+    slot: &'a WorkerSlot,
+    index: usize,
+    local: Worker<Queued<R, E>>,
+    resource: Option<R>,
+    ctx: TaskContext,
+}
+
+impl<R, E> WorkerLoop<'_, R, E> {
+    fn run(&mut self) {
+        loop {
+            if self.resource.is_none() && !self.make_resource() && self.shared.lifecycle.is_drained()
+            {
+                return;
+            }
+            // Here the worker holds a resource, or the manager is being killed (tasks are then
+            // resolved without one).
+            match self.next_task() {
+                Some(queued) => self.handle(queued),
+                None => return,
+            }
+        }
+    }
+
+    /// Finds a task: search, spin with backoff, then sleep. `None` once drained.
+    fn next_task(&mut self) -> Option<Queued<R, E>> {
+        let shared = self.shared;
+        let backoff = Backoff::new();
+        let mut woken = false;
+        loop {
+            if let Some(task) = shared.queues.find_task(self.index, &self.local) {
+                if woken {
+                    shared.sleep.work_found(shared.queues.has_work());
+                }
+                return Some(task);
+            }
+            if shared.lifecycle.is_drained() {
+                return None;
+            }
+            if !backoff.is_completed() {
+                backoff.snooze();
+                continue;
+            }
+            let slept = shared.sleep.sleep(|| {
+                if let Some(task) = shared.queues.find_task(self.index, &self.local) {
+                    Some(Ok(task))
+                } else if shared.lifecycle.is_drained() {
+                    Some(Err(()))
+                } else {
+                    None
+                }
+            });
+            match slept {
+                Slept::Found(task) => {
+                    shared.sleep.work_found(shared.queues.has_work());
+                    return Some(task);
+                }
+                Slept::Exit => return None,
+                Slept::Woken => {
+                    woken = true;
+                    backoff.reset();
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, queued: Queued<R, E>) {
+        let shared = self.shared;
+        let counters = &self.slot.counters;
+        let Queued { mut job, ticket } = queued;
+        // Step 1.
+        if job.attempts() == 0 {
+            if let Some(cap) = &shared.capacity {
+                cap.release();
+            }
+        }
+        // Step 2.
+        if shared.lifecycle.is_killed() {
+            job.fail(TaskError::Killed);
+            Counters::add(&counters.failed);
+            shared.finish(ticket);
+            return;
+        }
+        // Step 3.
+        if job.claim() == Claim::Cancelled {
+            drop(job);
+            Counters::add(&counters.failed);
+            shared.finish(ticket);
+            return;
+        }
+        // Step 4.
+        let attempt = job.begin_attempt();
+        self.ctx.set_attempt(attempt);
+        let resource = self
+            .resource
+            .as_mut()
+            .expect("a worker runs tasks only while it holds a resource");
+        let ctx = &self.ctx;
+        let outcome = catch_unwind(AssertUnwindSafe(|| job.run(resource, ctx)));
+        // Step 5.
+        match outcome {
+            Ok(Ok(())) => Counters::add(&counters.completed),
+            Ok(Err(error)) => {
+                if shared.hooks.is_healthy(&error) {
+                    job.fail(TaskError::Failed {
+                        error,
+                        attempts: attempt,
+                    });
+                    Counters::add(&counters.failed);
+                } else {
+                    self.replace_resource(false);
+                    if job.rerunnable()
+                        && attempt <= shared.max_retries
+                        && !shared.lifecycle.is_killed()
+                    {
+                        Counters::add(&counters.retried);
+                        shared.push(Queued { job, ticket }, true);
+                        return;
+                    }
+                    job.fail(TaskError::Failed {
+                        error,
+                        attempts: attempt,
+                    });
+                    Counters::add(&counters.failed);
+                }
+            }
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                drop(payload);
+                self.replace_resource(true);
+                job.fail(TaskError::Panicked { message });
+                Counters::add(&counters.panicked);
+                Counters::add(&counters.failed);
+            }
+        }
+        // Step 6.
+        shared.finish(ticket);
+    }
+
+    fn set_resource(&mut self, resource: R) {
+        self.resource = Some(resource);
+        self.slot.active.store(true, Ordering::Relaxed);
+    }
+
+    fn release_resource(&mut self) {
+        if let Some(r) = self.resource.take() {
+            self.slot.active.store(false, Ordering::Relaxed);
+            self.shared.hooks.destroy(r);
+        }
+    }
+
+    /// Destroys the broken resource; the top of the loop makes a new one.
+    #[cold]
+    fn replace_resource(&mut self, panicked: bool) {
+        log::resource_replaced(self.index, panicked);
+        self.release_resource();
+        Counters::add(&self.slot.counters.replaced);
+    }
+
+    /// Makes a resource, retrying with backoff. Returns `false` without one once the manager
+    /// is killed (tasks are resolved unrun) or drained (nothing left to run).
+    #[cold]
+    fn make_resource(&mut self) -> bool {
+        let shared = self.shared;
+        let gave_up = || shared.lifecycle.is_killed() || shared.lifecycle.is_drained();
+        let mut delay = CREATE_BACKOFF_MIN;
+        loop {
+            if gave_up() {
+                return false;
+            }
+            let panic = match shared.hooks.create() {
+                Ok(r) => {
+                    self.set_resource(r);
+                    return true;
+                }
+                Err(CreateError::Failed(_)) => None,
+                Err(CreateError::Panicked(message)) => Some(message),
+            };
+            log::create_failed(self.index, panic.as_deref(), delay);
+            let lock = shared.backoff.0.lock().unwrap_or_else(|e| e.into_inner());
+            if !gave_up() {
+                // Woken early by `Shared::wake_all`, which takes this lock before notifying.
+                let _ = shared.backoff.1.wait_timeout(lock, delay);
+            }
+            delay = (delay * 2).min(CREATE_BACKOFF_MAX);
+        }
+    }
+}
