@@ -6,14 +6,16 @@
 //! closures that run against a worker's resource.
 //!
 //! ```
-//! use tasker::{TaskManager, TaskContext, TaskError};
+//! use std::io::{self, ErrorKind};
+//! use tasker::{TaskManager, TaskContext};
 //!
 //! struct Conn { queries: u64 }
 //!
 //! let manager = TaskManager::builder()
-//!     .on_create(|| Ok::<_, String>(Conn { queries: 0 }))
+//!     .on_create(|| Ok::<_, io::Error>(Conn { queries: 0 }))
 //!     .on_destroy(|_conn: Conn| Ok(()))
-//!     .check_health(|e: &String| e != "connection lost")
+//!     // A reset connection is broken: the worker replaces it and the task is retried.
+//!     .check_health(|e: &io::Error| e.kind() != ErrorKind::ConnectionReset)
 //!     .worker_count(2)
 //!     .build()?;
 //!
@@ -24,9 +26,9 @@
 //! assert!(n >= 1);
 //!
 //! let handle = manager.queue_task_with_priority_async(|_: &mut Conn, ctx: &TaskContext| {
-//!     Ok::<u32, String>(ctx.attempt())
+//!     Ok::<u32, io::Error>(ctx.attempt())
 //! });
-//! assert_eq!(handle.wait(), Ok(1));
+//! assert_eq!(handle.wait()?, 1);
 //! manager.stop()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
