@@ -59,3 +59,8 @@ pub use error::{BuildError, ShutdownError, TaskError};
 pub use manager::TaskManager;
 pub use metrics::{TaskMetrics, TaskStats};
 pub use task::TaskContext;
+
+/// The README's code blocks run as doctests, so the quickstart cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -113,13 +113,14 @@ impl<R, E> Inner<R, E> {
         shared.wake_all();
     }
 
-    /// Waits until every worker exited and every resource is destroyed. From a worker thread
-    /// of this manager it returns at once: a thread cannot join itself. The workers then exit
+    /// Waits until every worker exited and every resource is destroyed. From inside a task of
+    /// this manager (a worker thread, or inside `run_task`) it returns at once: that task is
+    /// itself pending, so waiting for the drain would wait for itself. The workers then exit
     /// on their own once drained, each destroying its resource, the last one emptying the
     /// pool.
     fn join(&self) {
         let shared = &self.shared;
-        if shared.is_current_worker() {
+        if shared.is_inside() {
             return;
         }
         let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -381,7 +382,9 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
                 return Err(TaskError::ShuttingDown);
             }
         };
+        let scope = shared.enter_run_task();
         let outcome = run_now(shared, f);
+        drop(scope);
         shared.finish(ticket);
         outcome
     }
@@ -392,8 +395,12 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// included), joins the workers and destroys every resource. A second call (or a call
     /// after `kill`) returns [`ShutdownError::AlreadyStopping`].
     ///
-    /// Called from inside a task of this manager, it begins the shutdown and returns without
-    /// waiting (a worker cannot join itself).
+    /// Called from inside a task of this manager (or inside its `run_task`), it begins the
+    /// shutdown and returns without waiting: that task is itself part of what is drained.
+    ///
+    /// `stop` waits for every queued task: if `on_create` keeps failing, workers cannot make
+    /// the resources to run them and `stop` waits with them. `kill` (from another thread)
+    /// resolves them instead.
     pub fn stop(&self) -> Result<(), ShutdownError> {
         self.inner
             .phase

@@ -46,6 +46,19 @@ pub(crate) struct Shared<R, E> {
 thread_local! {
     /// The manager whose worker this thread is (its `Shared` address), 0 elsewhere.
     static CURRENT_MANAGER: Cell<usize> = const { Cell::new(0) };
+    /// The manager whose `run_task` this thread is inside, 0 elsewhere.
+    static IN_RUN_TASK: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as inside a `run_task` of one manager until dropped.
+pub(crate) struct RunTaskScope {
+    previous: usize,
+}
+
+impl Drop for RunTaskScope {
+    fn drop(&mut self) {
+        IN_RUN_TASK.with(|c| c.set(self.previous));
+    }
 }
 
 impl<R, E> Shared<R, E> {
@@ -92,6 +105,20 @@ impl<R, E> Shared<R, E> {
     /// True on a worker thread of this manager (a task calling back into its manager).
     pub(crate) fn is_current_worker(&self) -> bool {
         CURRENT_MANAGER.with(|c| c.get()) == self.id()
+    }
+
+    /// Marks the calling thread as inside `run_task` of this manager (see [`Self::is_inside`]).
+    pub(crate) fn enter_run_task(&self) -> RunTaskScope {
+        RunTaskScope {
+            previous: IN_RUN_TASK.with(|c| c.replace(self.id())),
+        }
+    }
+
+    /// True when the calling thread runs a task of this manager: on one of its workers, or
+    /// inside its `run_task`. Such a thread holds a task pending, so it must not wait for the
+    /// manager to drain (`stop`/`kill` then begin the shutdown without joining).
+    pub(crate) fn is_inside(&self) -> bool {
+        self.is_current_worker() || IN_RUN_TASK.with(|c| c.get()) == self.id()
     }
 
     /// Opens the start gate (`build` decided); `false` happens only after the lifecycle was

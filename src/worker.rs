@@ -72,10 +72,10 @@ impl Drop for AbortOnUnwind {
 pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
     let guard = AbortOnUnwind;
     shared.enter_worker_thread();
-    if let Some(core) = init.core {
-        if !core_affinity::set_for_current(core) {
-            log::pin_failed(init.index, core.id);
-        }
+    if let Some(core) = init.core
+        && !core_affinity::set_for_current(core)
+    {
+        log::pin_failed(init.index, core.id);
     }
     let resource = match shared.hooks.create() {
         Ok(r) => {
@@ -181,10 +181,10 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let counters = &self.slot.counters;
         let Queued { mut job, ticket } = queued;
         // Step 1.
-        if job.attempts() == 0 {
-            if let Some(cap) = &shared.capacity {
-                cap.release();
-            }
+        if job.attempts() == 0
+            && let Some(cap) = &shared.capacity
+        {
+            cap.release();
         }
         // Step 2.
         if shared.lifecycle.is_killed() {

@@ -1,0 +1,124 @@
+//! Waves of heavy tasks, watched through `stats()`.
+//!
+//! `cargo run --release --example bursting`
+//!
+//! Two base workers take waves of CPU-heavy tasks (a few milliseconds of spinning each), with
+//! a priority task or two in every wave. A sampler thread prints `stats()` every 50 ms: active
+//! workers, queued normal and priority tasks, pending tasks, and burst workers.
+//!
+//! The manager is configured for bursting (`max_worker_count`, `burst_interval`): extra workers
+//! for a queue that keeps growing. The burst controller is not implemented yet, so the
+//! `burst` column stays 0 for now; this example shows it once bursting lands.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tasker::{TaskContext, TaskHandle, TaskManager};
+
+/// Tasks per wave: each wave is bigger than the last.
+const WAVES: [usize; 3] = [40, 80, 120];
+/// One task in this many is submitted with priority.
+const PRIORITY_EVERY: usize = 25;
+const TASK_COST: Duration = Duration::from_millis(5);
+const PAUSE_BETWEEN_WAVES: Duration = Duration::from_millis(250);
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+/// The resource: a scratch buffer each worker reuses.
+struct Scratch {
+    buf: Vec<u64>,
+}
+
+/// Burns `cost` of CPU time, like a compression or a hash of a large input.
+fn heavy(scratch: &mut Scratch, cost: Duration, ctx: &TaskContext) -> Result<u64, io::Error> {
+    let start = Instant::now();
+    let mut acc = 0u64;
+    while start.elapsed() < cost {
+        if ctx.is_cancelled() {
+            return Err(io::Error::other("cancelled by kill"));
+        }
+        for (i, x) in scratch.buf.iter_mut().enumerate() {
+            *x = x.wrapping_mul(6364136223846793005).wrapping_add(i as u64);
+            acc ^= *x;
+        }
+    }
+    Ok(acc)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let manager = TaskManager::builder()
+        .on_create(|| Ok::<_, io::Error>(Scratch { buf: vec![1; 1024] }))
+        .worker_count(2)
+        .max_worker_count(4)
+        .burst_interval(Duration::from_millis(100))
+        .build()?;
+    let s = manager.stats();
+    println!(
+        "{} base workers, up to {} with bursting; waves of {WAVES:?} tasks of {TASK_COST:?} each",
+        s.base_workers, s.max_workers
+    );
+    println!("\n   time  active  burst  queued  priority  pending");
+
+    let start = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let peak_burst = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (manager, done, peak_burst) = (manager.clone(), done.clone(), peak_burst.clone());
+        thread::spawn(move || {
+            let mut next = start;
+            while !done.load(Ordering::Relaxed) {
+                let s = manager.stats();
+                peak_burst.fetch_max(s.burst_workers, Ordering::Relaxed);
+                println!(
+                    "  {:>4}ms  {:>2}/{:<2}  {:>5}  {:>6}  {:>8}  {:>7}",
+                    start.elapsed().as_millis(),
+                    s.active_workers,
+                    s.max_workers,
+                    s.burst_workers,
+                    s.queued_tasks,
+                    s.priority_tasks,
+                    s.pending_tasks
+                );
+                next += SAMPLE_EVERY;
+                thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        })
+    };
+
+    let mut handles: Vec<TaskHandle<u64, io::Error>> = Vec::new();
+    for (wave, size) in WAVES.into_iter().enumerate() {
+        println!("  -- wave {}: {size} tasks --", wave + 1);
+        for i in 0..size {
+            let task = |s: &mut Scratch, ctx: &TaskContext| heavy(s, TASK_COST, ctx);
+            handles.push(if i % PRIORITY_EVERY == PRIORITY_EVERY - 1 {
+                manager.queue_task_with_priority_async(task)
+            } else {
+                manager.queue_task_async(task)
+            });
+        }
+        thread::sleep(PAUSE_BETWEEN_WAVES);
+    }
+
+    let submitted = handles.len();
+    let ok = handles
+        .into_iter()
+        .map(TaskHandle::wait)
+        .filter(Result::is_ok)
+        .count();
+    let elapsed = start.elapsed();
+    done.store(true, Ordering::Relaxed);
+    sampler.join().expect("the sampler panicked");
+
+    let m = manager.metrics();
+    println!(
+        "\n{ok}/{submitted} tasks ok in {elapsed:.2?} (metrics: {} ok, {} failed)",
+        m.total_tasks_completed, m.total_tasks_failed
+    );
+    println!("peak burst workers: {}", peak_burst.load(Ordering::Relaxed));
+    let stopped = manager.stop();
+    println!("stop() = {stopped:?}");
+    stopped?;
+    Ok(())
+}
