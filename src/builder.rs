@@ -237,7 +237,9 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             pool,
             max_retries: self.max_retries,
             cancelled: Arc::new(AtomicBool::new(false)),
-            workers: (0..n).map(|_| CachePadded::new(Default::default())).collect(),
+            workers: (0..n)
+                .map(|_| CachePadded::new(Default::default()))
+                .collect(),
             outside: CachePadded::new(Default::default()),
             live_workers: AtomicUsize::new(n),
             start_gate: (Mutex::new(false), Condvar::new()),

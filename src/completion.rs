@@ -360,6 +360,9 @@ mod tests {
             .wait_timeout(Duration::from_millis(5))
             .expect_err("nothing filled the slot");
         slot.fill(Ok(1));
-        assert_eq!(handle.wait_timeout(Duration::from_secs(5)).ok(), Some(Ok(1)));
+        assert_eq!(
+            handle.wait_timeout(Duration::from_secs(5)).ok(),
+            Some(Ok(1))
+        );
     }
 }

@@ -123,7 +123,11 @@ impl<R, E> Inner<R, E> {
         if shared.is_inside() {
             return;
         }
-        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let threads = self
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let (done, cv) = &self.joined;
         match threads {
             Some(threads) => {

@@ -121,7 +121,9 @@ struct WorkerLoop<'a, R, E> {
 impl<R, E> WorkerLoop<'_, R, E> {
     fn run(&mut self) {
         loop {
-            if self.resource.is_none() && !self.make_resource() && self.shared.lifecycle.is_drained()
+            if self.resource.is_none()
+                && !self.make_resource()
+                && self.shared.lifecycle.is_drained()
             {
                 return;
             }

@@ -50,7 +50,11 @@ impl<R, E> Queues<R, E> {
     }
 
     /// One pass of the search order above. `me` is the caller's index in `stealers`.
-    pub(crate) fn find_task(&self, me: usize, local: &Worker<Queued<R, E>>) -> Option<Queued<R, E>> {
+    pub(crate) fn find_task(
+        &self,
+        me: usize,
+        local: &Worker<Queued<R, E>>,
+    ) -> Option<Queued<R, E>> {
         loop {
             let mut retry = false;
             match self.priority.steal() {
