@@ -1,0 +1,136 @@
+//! Submitting from inside a task: blocking deliveries are refused with `WouldDeadlock`,
+//! handle and callback deliveries work.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+use common::{Conn, Counts, DbError, TIMEOUT, builder};
+use tasker::{TaskContext, TaskError};
+
+type Outcome<T> = Result<T, TaskError<DbError>>;
+
+#[test]
+fn a_blocking_queue_task_from_inside_a_task_returns_would_deadlock() {
+    let counts = Counts::new();
+    // One worker: a nested blocking wait would deadlock for real.
+    let m = builder(&counts).worker_count(1).build().unwrap();
+    let inner_ran = Arc::new(AtomicBool::new(false));
+    let (mm, ran) = (m.clone(), inner_ran.clone());
+    let outer = m.queue_task_async(move |_: &mut Conn, _: &TaskContext| {
+        let body = || {
+            let ran = ran.clone();
+            move |_: &mut Conn, _: &TaskContext| {
+                ran.store(true, Ordering::SeqCst);
+                Ok(1u32)
+            }
+        };
+        let results: Vec<Outcome<u32>> = vec![
+            mm.queue_task(body()),
+            mm.queue_task_with_priority(body()),
+            mm.queue_task_once(body()),
+            mm.queue_task_with_priority_once(body()),
+        ];
+        Ok(results)
+    });
+    let results = outer
+        .wait_timeout(TIMEOUT)
+        .expect("the nested blocking submission blocked")
+        .unwrap();
+    assert_eq!(results.len(), 4);
+    for r in results {
+        assert_eq!(r, Err(TaskError::WouldDeadlock));
+    }
+    m.stop().unwrap();
+    assert!(
+        !inner_ran.load(Ordering::SeqCst),
+        "a refused task never runs"
+    );
+    assert_eq!(m.metrics().total_tasks_completed, 1, "only the outer task");
+}
+
+#[test]
+fn queue_task_async_from_inside_a_task_works() {
+    let counts = Counts::new();
+    let m = builder(&counts).worker_count(1).build().unwrap();
+    let mm = m.clone();
+    // The outer task returns the inner handle without waiting on it.
+    let inner = m
+        .queue_task(move |_: &mut Conn, _: &TaskContext| {
+            Ok(mm.queue_task_async(|_: &mut Conn, ctx: &TaskContext| Ok(ctx.attempt() + 40)))
+        })
+        .unwrap();
+    assert_eq!(
+        inner.wait_timeout(TIMEOUT).expect("inner task hung"),
+        Ok(41)
+    );
+    m.stop().unwrap();
+}
+
+#[test]
+fn a_callback_submission_from_inside_a_task_works() {
+    let counts = Counts::new();
+    let m = builder(&counts).worker_count(1).build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let mm = m.clone();
+    m.queue_task_once(move |_: &mut Conn, _: &TaskContext| {
+        mm.queue_task_with_priority_with_callback(
+            |c: &mut Conn, _: &TaskContext| Ok(c.id),
+            move |r: Outcome<usize>| tx.send(r).unwrap(),
+        );
+        Ok(())
+    })
+    .unwrap();
+    assert!(
+        rx.recv_timeout(TIMEOUT)
+            .expect("inner task never ran")
+            .is_ok()
+    );
+    m.stop().unwrap();
+}
+
+#[test]
+fn a_blocking_submission_to_another_manager_from_inside_a_task_is_allowed() {
+    let counts = Counts::new();
+    let m = builder(&counts).worker_count(1).build().unwrap();
+    let other = builder(&counts).worker_count(1).build().unwrap();
+    let o = other.clone();
+    let r = m
+        .queue_task_async(move |_: &mut Conn, _: &TaskContext| {
+            Ok(o.queue_task(|_: &mut Conn, _: &TaskContext| Ok("from the other manager")))
+        })
+        .wait_timeout(TIMEOUT)
+        .expect("hung")
+        .unwrap();
+    assert_eq!(r, Ok("from the other manager"));
+    m.stop().unwrap();
+    other.stop().unwrap();
+}
+
+#[test]
+fn run_task_from_inside_a_task_works() {
+    let counts = Counts::new();
+    let m = builder(&counts)
+        .worker_count(1)
+        .resource_pool_size(1)
+        .build()
+        .unwrap();
+    let mm = m.clone();
+    let (outer_id, inner_id) = m
+        .queue_task_async(move |c: &mut Conn, _: &TaskContext| {
+            let inner = mm
+                .run_task(|p: &mut Conn, _: &TaskContext| Ok(p.id))
+                .unwrap();
+            Ok((c.id, inner))
+        })
+        .wait_timeout(TIMEOUT)
+        .expect("hung")
+        .unwrap();
+    assert_ne!(
+        outer_id, inner_id,
+        "run_task used a pooled resource, not the worker's"
+    );
+    m.stop().unwrap();
+}
