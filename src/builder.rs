@@ -9,7 +9,11 @@ use crossbeam_utils::CachePadded;
 
 use crate::error::BuildError;
 use crate::lifecycle::Lifecycle;
+use crate::log::{Log, Logger, TracingLogger};
 use crate::manager::TaskManager;
+use crate::metrics::Metrics;
+use crate::metrics::collector::MetricsCollector;
+use crate::metrics::window;
 use crate::resource_pool::{CreateError, CreateFn, DestroyFn, HealthFn, Hooks, ResourcePool};
 use crate::scheduler::Queues;
 use crate::scheduler::capacity::Capacity;
@@ -52,6 +56,9 @@ pub struct Builder<R, E> {
     thread_name_prefix: String,
     stack_size: Option<usize>,
     queue_capacity: Option<usize>,
+    metrics_window: Duration,
+    collector: Option<Box<dyn MetricsCollector>>,
+    logger: Box<dyn Logger>,
 }
 
 impl<R: Send + 'static, E: Send + 'static> Default for Builder<R, E> {
@@ -75,6 +82,9 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             thread_name_prefix: "tasker".to_owned(),
             stack_size: None,
             queue_capacity: None,
+            metrics_window: Duration::from_secs(1),
+            collector: None,
+            logger: Box::new(TracingLogger),
         }
     }
 
@@ -170,6 +180,27 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
         self
     }
 
+    /// The sliding window that rates in [`TaskMetrics`](crate::TaskMetrics) are measured
+    /// over (10 buckets of a tenth each). Must be at least 10 ns. Default: 1 s.
+    pub fn metrics_window(mut self, window: Duration) -> Self {
+        self.metrics_window = window;
+        self
+    }
+
+    /// Also sends every task and worker event to `collector` (the built-in metrics keep
+    /// working). Default: none.
+    pub fn metrics_collector(mut self, collector: impl MetricsCollector) -> Self {
+        self.collector = Some(Box::new(collector));
+        self
+    }
+
+    /// Where lifecycle messages go. Default: [`TracingLogger`] (the `tracing` facade, target
+    /// `tasker`).
+    pub fn logger(mut self, logger: impl Logger) -> Self {
+        self.logger = Box::new(logger);
+        self
+    }
+
     fn validate(&self) -> Result<usize, BuildError<E>> {
         if self.on_create.is_none() {
             return Err(BuildError::MissingOnCreate);
@@ -188,6 +219,9 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
         }
         if self.burst_interval.is_zero() {
             return Err(BuildError::ZeroBurstInterval);
+        }
+        if self.metrics_window < Duration::from_nanos(window::BUCKETS as u64) {
+            return Err(BuildError::ZeroMetricsWindow);
         }
         if self.queue_capacity == Some(0) {
             return Err(BuildError::ZeroQueueCapacity);
@@ -215,7 +249,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             match hooks.create() {
                 Ok(r) => pool.put(r),
                 Err(e) => {
-                    pool.drain(&hooks);
+                    pool.drain(&hooks, &Log(&*self.logger));
                     return Err(e.into());
                 }
             }
@@ -240,7 +274,8 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             workers: (0..n)
                 .map(|_| CachePadded::new(Default::default()))
                 .collect(),
-            outside: CachePadded::new(Default::default()),
+            metrics: Metrics::new(self.metrics_window, self.collector),
+            logger: self.logger,
             live_workers: AtomicUsize::new(n),
             start_gate: (Mutex::new(false), Condvar::new()),
             backoff: (Mutex::new(()), Condvar::new()),
@@ -296,7 +331,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             for t in threads {
                 let _ = t.join();
             }
-            shared.pool.drain(&shared.hooks);
+            shared.pool.drain(&shared.hooks, &shared.log());
             return Err(error);
         }
         shared.open_start_gate();

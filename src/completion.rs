@@ -272,12 +272,18 @@ impl<T, E> fmt::Debug for TaskHandle<T, E> {
     }
 }
 
+/// A callback panicked while receiving an outcome (its message); the caller logs it.
+pub(crate) struct CallbackPanic(pub(crate) String);
+
+/// What handing over an outcome ended with.
+pub(crate) type Delivered = Result<(), CallbackPanic>;
+
 /// Where a task's outcome goes.
 pub(crate) trait Deliver<T, E>: Send + 'static {
     /// Called by the worker before the first run.
     fn claim(&mut self) -> Claim;
     /// Hands over the outcome. Called exactly once per accepted task.
-    fn deliver(self, outcome: Result<T, TaskError<E>>);
+    fn deliver(self, outcome: Result<T, TaskError<E>>) -> Delivered;
 }
 
 impl<T: Send + 'static, E: Send + 'static> Deliver<T, E> for Arc<Slot<T, E>> {
@@ -286,12 +292,14 @@ impl<T: Send + 'static, E: Send + 'static> Deliver<T, E> for Arc<Slot<T, E>> {
         Slot::claim(self)
     }
     #[inline]
-    fn deliver(self, outcome: Result<T, TaskError<E>>) {
+    fn deliver(self, outcome: Result<T, TaskError<E>>) -> Delivered {
         self.fill(outcome);
+        Ok(())
     }
 }
 
-/// A user callback. Its panics are caught and logged: they never take a worker down.
+/// A user callback. Its panics are caught and reported (to be logged): they never take a
+/// worker down.
 pub(crate) struct Callback<C>(pub(crate) C);
 
 impl<T, E, C> Deliver<T, E> for Callback<C>
@@ -302,12 +310,10 @@ where
     fn claim(&mut self) -> Claim {
         Claim::Held
     }
-    fn deliver(self, outcome: Result<T, TaskError<E>>) {
+    fn deliver(self, outcome: Result<T, TaskError<E>>) -> Delivered {
         let cb = self.0;
-        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(outcome)))
-        {
-            crate::log::callback_panicked(&crate::error::panic_message(payload.as_ref()));
-        }
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(outcome)))
+            .map_err(|payload| CallbackPanic(crate::error::panic_message(payload.as_ref())))
     }
 }
 

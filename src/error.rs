@@ -97,6 +97,8 @@ pub enum BuildError<E> {
     ZeroBurstInterval,
     /// `queue_capacity` was 0 (no task could ever be queued).
     ZeroQueueCapacity,
+    /// `metrics_window` was shorter than 10 ns (one per bucket).
+    ZeroMetricsWindow,
     /// `stack_size` was 0.
     ZeroStackSize,
     /// `on_create` failed while making the initial resources. Everything already made was
@@ -125,6 +127,7 @@ impl<E: fmt::Display> fmt::Display for BuildError<E> {
             ),
             BuildError::ZeroBurstInterval => f.write_str("burst_interval must be non-zero"),
             BuildError::ZeroQueueCapacity => f.write_str("queue_capacity must be greater than 0"),
+            BuildError::ZeroMetricsWindow => f.write_str("metrics_window must be at least 10 ns"),
             BuildError::ZeroStackSize => f.write_str("stack_size must be greater than 0"),
             BuildError::ResourceCreation(e) => write!(f, "on_create failed: {e}"),
             BuildError::ResourceCreationPanicked { message } => {

@@ -56,7 +56,11 @@ mod worker;
 pub use builder::Builder;
 pub use completion::TaskHandle;
 pub use error::{BuildError, ShutdownError, TaskError};
+pub use log::{Logger, TracingLogger};
 pub use manager::TaskManager;
+pub use metrics::collector::{
+    MetricsCollector, NoopCollector, TaskLifecycle, TaskOutcome, WorkerEvent,
+};
 pub use metrics::{TaskMetrics, TaskStats};
 pub use task::TaskContext;
 

@@ -4,12 +4,14 @@
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crate::builder::Builder;
 use crate::completion::{Callback, Deliver, Slot, TaskHandle};
 use crate::error::{ShutdownError, TaskError, panic_message};
 use crate::lifecycle::Finished;
-use crate::metrics::{self, Counters, TaskMetrics, TaskStats};
+use crate::metrics::collector::{TaskLifecycle, TaskOutcome};
+use crate::metrics::{Ended, TaskMetrics, TaskStats};
 use crate::resource_pool::CreateError;
 use crate::scheduler::Queued;
 use crate::shared::Shared;
@@ -103,7 +105,7 @@ impl<R, E> Drop for Inner<R, E> {
 impl<R, E> Inner<R, E> {
     fn begin_shutdown(&self, kill: bool) {
         let shared = &self.shared;
-        crate::log::shutdown(kill);
+        shared.log().shutdown(kill);
         if kill {
             shared.cancelled.store(true, Ordering::Relaxed);
         }
@@ -135,7 +137,7 @@ impl<R, E> Inner<R, E> {
                     // Workers abort rather than unwind (see `worker`), so join cannot fail.
                     let _ = t.join();
                 }
-                shared.pool.drain(&shared.hooks);
+                shared.pool.drain(&shared.hooks, &shared.log());
                 *done.lock().unwrap_or_else(|e| e.into_inner()) = true;
                 cv.notify_all();
             }
@@ -188,12 +190,14 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
                 } else {
                     TaskError::QueueFull
                 };
-                return delivery.deliver(Err(error));
+                return self.refused(delivery, error);
             }
         }
         match shared.lifecycle.admit() {
             Ok(ticket) => {
-                let job = Box::new(TaskCell::new(body, delivery));
+                let queued_at = Instant::now();
+                shared.metrics.arrival(queued_at, priority);
+                let job = Box::new(TaskCell::new(body, delivery, priority, queued_at));
                 shared.push(Queued { job, ticket }, priority);
             }
             Err(drained) => {
@@ -203,8 +207,16 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
                 if drained == Finished::Drained {
                     shared.wake_all();
                 }
-                delivery.deliver(Err(TaskError::ShuttingDown));
+                self.refused(delivery, TaskError::ShuttingDown);
             }
+        }
+    }
+
+    /// Answers a refused task on the caller's thread.
+    #[cold]
+    fn refused<T, D: Deliver<T, E>>(&self, delivery: D, error: TaskError<E>) {
+        if let Err(panic) = delivery.deliver(Err(error)) {
+            self.inner.shared.log().callback_panicked(&panic.0);
         }
     }
 
@@ -445,15 +457,12 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         }
     }
 
-    /// Outcome totals since build.
+    /// Totals, rates over the sliding window, and latency percentiles. Cheap enough to call
+    /// every few milliseconds: it reads counters and merges one pair of fixed-size histograms
+    /// per worker.
     pub fn metrics(&self) -> TaskMetrics {
         let s = &*self.inner.shared;
-        metrics::snapshot(
-            s.workers
-                .iter()
-                .map(|w| &w.counters)
-                .chain(std::iter::once(&*s.outside)),
-        )
+        s.metrics.snapshot(s.workers.iter().map(|w| &w.metrics))
     }
 }
 
@@ -462,52 +471,83 @@ fn run_now<R, E, T, F>(shared: &Shared<R, E>, f: F) -> Result<T, TaskError<E>>
 where
     F: FnOnce(&mut R, &TaskContext) -> Result<T, E>,
 {
-    let counters = &shared.outside;
+    let metrics = &shared.metrics;
+    let log = shared.log();
+    let queued_at = Instant::now();
+    metrics.arrival(queued_at, false);
+    let ended = |started_at: Option<Instant>, outcome: TaskOutcome| {
+        let finished_at = Instant::now();
+        let tally_ended = match outcome {
+            TaskOutcome::Completed => Ended::Completed,
+            TaskOutcome::Panicked => Ended::Panicked,
+            _ => Ended::Failed,
+        };
+        metrics
+            .outside
+            .record_shared(tally_ended, metrics.tick(finished_at));
+        if let Some(c) = &metrics.collector {
+            let task = TaskLifecycle {
+                queued_at,
+                started_at,
+                finished_at,
+                attempt: u32::from(started_at.is_some()),
+                priority: false,
+                outcome,
+            };
+            match outcome {
+                TaskOutcome::Completed => c.record_completion(&task),
+                _ => c.record_failure(&task),
+            }
+        }
+    };
     let (mut resource, pooled) = match shared.pool.take() {
         Some(r) => (r, true),
         None => match shared.hooks.create() {
             Ok(r) => (r, false),
             Err(e) => {
-                Counters::add(&counters.failed);
-                return Err(match e {
-                    CreateError::Failed(e) => TaskError::ResourceCreation(e),
-                    CreateError::Panicked(message) => TaskError::Panicked { message },
-                });
+                let (outcome, error) = match e {
+                    CreateError::Failed(e) => (TaskOutcome::Failed, TaskError::ResourceCreation(e)),
+                    CreateError::Panicked(message) => {
+                        (TaskOutcome::Panicked, TaskError::Panicked { message })
+                    }
+                };
+                ended(None, outcome);
+                return Err(error);
             }
         },
     };
     let mut ctx = TaskContext::new(shared.cancelled.clone());
     ctx.set_attempt(1);
+    let started_at = Some(Instant::now());
     let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut resource, &ctx)));
     let (healthy, result) = match outcome {
         Ok(Ok(value)) => {
-            Counters::add(&counters.completed);
+            ended(started_at, TaskOutcome::Completed);
             (true, Ok(value))
         }
         Ok(Err(error)) => {
-            Counters::add(&counters.failed);
+            ended(started_at, TaskOutcome::Failed);
             (
-                shared.hooks.is_healthy(&error),
+                shared.hooks.is_healthy(&error, &log),
                 Err(TaskError::Failed { error, attempts: 1 }),
             )
         }
         Err(payload) => {
-            Counters::add(&counters.failed);
-            Counters::add(&counters.panicked);
+            ended(started_at, TaskOutcome::Panicked);
             let message = panic_message(payload.as_ref());
             (false, Err(TaskError::Panicked { message }))
         }
     };
     match (healthy, pooled) {
         (true, true) => shared.pool.put(resource),
-        (true, false) => shared.hooks.destroy(resource),
+        (true, false) => shared.hooks.destroy(resource, &log),
         (false, pooled) => {
-            shared.hooks.destroy(resource);
-            Counters::add(&counters.replaced);
+            shared.hooks.destroy(resource, &log);
+            metrics.outside.replaced_shared();
             if pooled {
                 match shared.hooks.create() {
                     Ok(r) => shared.pool.put(r),
-                    Err(_) => crate::log::pool_refill_failed(),
+                    Err(_) => log.pool_refill_failed(),
                 }
             }
         }

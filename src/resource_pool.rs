@@ -5,7 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use crossbeam_deque::{Injector, Steal};
 
 use crate::error::panic_message;
-use crate::log;
+use crate::log::Log;
 
 pub(crate) type CreateFn<R, E> = dyn Fn() -> Result<R, E> + Send + Sync;
 pub(crate) type DestroyFn<R, E> = dyn Fn(R) -> Result<(), E> + Send + Sync;
@@ -35,27 +35,27 @@ impl<R, E> Hooks<R, E> {
 
     /// Passes the resource to `on_destroy` (or drops it). Failures are logged: the resource is
     /// gone either way.
-    pub(crate) fn destroy(&self, resource: R) {
+    pub(crate) fn destroy(&self, resource: R, log: &Log<'_>) {
         let Some(on_destroy) = &self.on_destroy else {
             drop(resource);
             return;
         };
         match catch_unwind(AssertUnwindSafe(|| on_destroy(resource))) {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => log::destroy_failed(),
-            Err(payload) => log::destroy_panicked(&panic_message(payload.as_ref())),
+            Ok(Err(_)) => log.destroy_failed(),
+            Err(payload) => log.destroy_panicked(&panic_message(payload.as_ref())),
         }
     }
 
     /// `check_health`; a panicking check counts as unhealthy.
-    pub(crate) fn is_healthy(&self, error: &E) -> bool {
+    pub(crate) fn is_healthy(&self, error: &E, log: &Log<'_>) -> bool {
         let Some(check) = &self.check_health else {
             return true;
         };
         match catch_unwind(AssertUnwindSafe(|| check(error))) {
             Ok(healthy) => healthy,
             Err(payload) => {
-                log::health_check_panicked(&panic_message(payload.as_ref()));
+                log.health_check_panicked(&panic_message(payload.as_ref()));
                 false
             }
         }
@@ -93,9 +93,9 @@ impl<R> ResourcePool<R> {
     }
 
     /// Destroys every idle resource. Each is taken once, so concurrent drains are safe.
-    pub(crate) fn drain<E>(&self, hooks: &Hooks<R, E>) {
+    pub(crate) fn drain<E>(&self, hooks: &Hooks<R, E>, log: &Log<'_>) {
         while let Some(r) = self.take() {
-            hooks.destroy(r);
+            hooks.destroy(r, log);
         }
     }
 }

@@ -5,7 +5,8 @@ use std::cell::Cell;
 use crossbeam_utils::CachePadded;
 
 use crate::lifecycle::{Admitted, Finished, Lifecycle};
-use crate::metrics::Counters;
+use crate::log::{Log, Logger};
+use crate::metrics::{Metrics, WorkerMetrics};
 use crate::resource_pool::{Hooks, ResourcePool};
 use crate::scheduler::capacity::Capacity;
 use crate::scheduler::sleep::Sleep;
@@ -17,8 +18,8 @@ use crate::sync::{Arc, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
 pub(crate) struct WorkerSlot {
     /// Holds a resource and takes tasks. Written only by the worker.
     pub(crate) active: AtomicBool,
-    /// Outcome counters. Written only by the worker.
-    pub(crate) counters: Counters,
+    /// Totals, rate windows and published histograms (see `metrics`).
+    pub(crate) metrics: WorkerMetrics,
 }
 
 pub(crate) struct Shared<R, E> {
@@ -32,8 +33,8 @@ pub(crate) struct Shared<R, E> {
     /// Read by every `TaskContext::is_cancelled`; set by `kill`.
     pub(crate) cancelled: Arc<AtomicBool>,
     pub(crate) workers: Box<[CachePadded<WorkerSlot>]>,
-    /// Counters for `run_task` outcomes, written by callers' threads.
-    pub(crate) outside: CachePadded<Counters>,
+    pub(crate) metrics: Metrics,
+    pub(crate) logger: Box<dyn Logger>,
     /// Worker threads not yet exited; the last one out empties the pool.
     pub(crate) live_workers: AtomicUsize,
     /// Workers wait here after making their first resource until `build` decides.
@@ -62,6 +63,11 @@ impl Drop for RunTaskScope {
 }
 
 impl<R, E> Shared<R, E> {
+    #[inline]
+    pub(crate) fn log(&self) -> Log<'_> {
+        Log(&*self.logger)
+    }
+
     /// Pushes an accepted task and wakes a worker if one is needed.
     #[inline]
     pub(crate) fn push(&self, queued: Queued<R, E>, priority: bool) {
@@ -142,7 +148,7 @@ impl<R, E> Shared<R, E> {
     /// A worker thread is leaving; the last one empties the `run_task` pool.
     pub(crate) fn worker_exited(&self) {
         if self.live_workers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.pool.drain(&self.hooks);
+            self.pool.drain(&self.hooks, &self.log());
         }
     }
 

@@ -2,8 +2,9 @@
 //! outcome goes. The queues carry it as a type-erased [`BoxJob`].
 
 use std::marker::PhantomData;
+use std::time::Instant;
 
-use crate::completion::{Claim, Deliver};
+use crate::completion::{Claim, Deliver, Delivered};
 use crate::error::TaskError;
 use crate::sync::{Arc, AtomicBool, Ordering};
 
@@ -97,9 +98,13 @@ pub(crate) trait Job<R, E>: Send {
     fn rerunnable(&self) -> bool;
     /// Runs it once. `Ok` means it succeeded and the value was delivered; `Err` hands the error
     /// back so the worker decides (deliver, or retry). May unwind: the worker catches that.
-    fn run(&mut self, resource: &mut R, ctx: &TaskContext) -> Result<(), E>;
+    fn run(&mut self, resource: &mut R, ctx: &TaskContext) -> Result<Delivered, E>;
     /// Delivers a final error outcome.
-    fn fail(self: Box<Self>, error: TaskError<E>);
+    fn fail(self: Box<Self>, error: TaskError<E>) -> Delivered;
+    /// When it was accepted.
+    fn queued_at(&self) -> Instant;
+    /// Whether it was submitted with priority.
+    fn priority(&self) -> bool;
 }
 
 /// What the queues carry.
@@ -113,15 +118,19 @@ pub(crate) struct TaskCell<B, D: Deliver<T, E>, T, E> {
     /// `Some` until the outcome is delivered.
     delivery: Option<D>,
     attempts: u32,
+    priority: bool,
+    queued_at: Instant,
     _types: PhantomData<fn() -> (T, E)>,
 }
 
 impl<B, D: Deliver<T, E>, T, E> TaskCell<B, D, T, E> {
-    pub(crate) fn new(body: B, delivery: D) -> Self {
+    pub(crate) fn new(body: B, delivery: D, priority: bool, queued_at: Instant) -> Self {
         TaskCell {
             body,
             delivery: Some(delivery),
             attempts: 0,
+            priority,
+            queued_at,
             _types: PhantomData,
         }
     }
@@ -155,17 +164,26 @@ where
         B::RERUNNABLE
     }
     #[inline]
-    fn run(&mut self, resource: &mut R, ctx: &TaskContext) -> Result<(), E> {
+    fn run(&mut self, resource: &mut R, ctx: &TaskContext) -> Result<Delivered, E> {
         let value = self.body.call(resource, ctx)?;
-        if let Some(d) = self.delivery.take() {
-            d.deliver(Ok(value));
-        }
-        Ok(())
+        Ok(match self.delivery.take() {
+            Some(d) => d.deliver(Ok(value)),
+            None => Ok(()),
+        })
     }
-    fn fail(mut self: Box<Self>, error: TaskError<E>) {
-        if let Some(d) = self.delivery.take() {
-            d.deliver(Err(error));
+    fn fail(mut self: Box<Self>, error: TaskError<E>) -> Delivered {
+        match self.delivery.take() {
+            Some(d) => d.deliver(Err(error)),
+            None => Ok(()),
         }
+    }
+    #[inline]
+    fn queued_at(&self) -> Instant {
+        self.queued_at
+    }
+    #[inline]
+    fn priority(&self) -> bool {
+        self.priority
     }
 }
 
@@ -175,7 +193,8 @@ impl<B, D: Deliver<T, E>, T, E> Drop for TaskCell<B, D, T, E> {
     /// of a queue dropped with cells in it; every other path delivers explicitly.
     fn drop(&mut self) {
         if let Some(d) = self.delivery.take() {
-            d.deliver(Err(TaskError::Killed));
+            // Nobody to tell if a callback panics here: the catch in `Callback` already ran.
+            let _ = d.deliver(Err(TaskError::Killed));
         }
     }
 }

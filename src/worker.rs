@@ -16,7 +16,15 @@
 //!    `Err(e)` unhealthy, or a panic: the resource is destroyed (and re-made at the top of the
 //!    loop); a re-runnable task with attempts left is pushed to the priority injector, keeping
 //!    its admission ticket; anything else is delivered as `Failed` or `Panicked`.
-//! 6. Every delivered outcome gives its ticket back to the lifecycle.
+//! 6. Every delivered outcome gives its ticket back to the lifecycle, and is recorded once in
+//!    the worker's tally and (when set) the collector.
+//!
+//! # Time
+//!
+//! The worker reads the clock once per task when busy: the read that ends one task also
+//! starts the next one if that was found at the first look. After a search that spun or
+//! slept it reads the clock again, so an idle gap is never counted as execution time. The
+//! queue time was stamped once, at submission.
 //!
 //! # Panic policy
 //!
@@ -26,21 +34,22 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::Sender;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_deque::Worker;
 use crossbeam_utils::Backoff;
 
-use crate::completion::Claim;
+use crate::completion::{Claim, Delivered};
 use crate::error::{TaskError, panic_message};
-use crate::log;
-use crate::metrics::Counters;
+use crate::metrics::Ended;
+use crate::metrics::collector::{TaskLifecycle, TaskOutcome, WorkerEvent};
+use crate::metrics::recorder::LocalRecorder;
 use crate::resource_pool::CreateError;
 use crate::scheduler::Queued;
 use crate::scheduler::sleep::Slept;
 use crate::shared::{Shared, WorkerSlot};
 use crate::sync::{Arc, Ordering};
-use crate::task::TaskContext;
+use crate::task::{BoxJob, TaskContext};
 
 /// Everything a worker thread starts with.
 pub(crate) struct WorkerInit<R, E> {
@@ -75,7 +84,7 @@ pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
     if let Some(core) = init.core
         && !core_affinity::set_for_current(core)
     {
-        log::pin_failed(init.index, core.id);
+        shared.log().pin_failed(init.index, core.id);
     }
     let resource = match shared.hooks.create() {
         Ok(r) => {
@@ -97,6 +106,8 @@ pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
         index: init.index,
         local: init.local,
         resource: None,
+        recorder: LocalRecorder::new(),
+        last_clock: None,
         shared: &shared,
     };
     if let Some(r) = resource {
@@ -104,6 +115,9 @@ pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
     }
     worker.run();
     worker.release_resource();
+    worker
+        .recorder
+        .publish(&worker.slot.metrics.published, true);
     drop(worker);
     shared.worker_exited();
     std::mem::forget(guard);
@@ -116,6 +130,25 @@ struct WorkerLoop<'a, R, E> {
     local: Worker<Queued<R, E>>,
     resource: Option<R>,
     ctx: TaskContext,
+    recorder: LocalRecorder,
+    /// The last clock read, while it can still serve as "now" (no search since).
+    last_clock: Option<Instant>,
+}
+
+/// The parts of a task that outlive delivering it, for the tally and the collector.
+#[derive(Clone, Copy)]
+struct Seen {
+    queued_at: Instant,
+    priority: bool,
+}
+
+impl Seen {
+    fn of<R, E>(job: &BoxJob<R, E>) -> Self {
+        Seen {
+            queued_at: job.queued_at(),
+            priority: job.priority(),
+        }
+    }
 }
 
 impl<R, E> WorkerLoop<'_, R, E> {
@@ -139,6 +172,11 @@ impl<R, E> WorkerLoop<'_, R, E> {
     /// Finds a task: search, spin with backoff, then sleep. `None` once drained.
     fn next_task(&mut self) -> Option<Queued<R, E>> {
         let shared = self.shared;
+        if let Some(task) = shared.queues.find_task(self.index, &self.local) {
+            return Some(task);
+        }
+        // Searching: the last clock read no longer stands for "now".
+        self.last_clock = None;
         let backoff = Backoff::new();
         let mut woken = false;
         loop {
@@ -155,6 +193,8 @@ impl<R, E> WorkerLoop<'_, R, E> {
                 backoff.snooze();
                 continue;
             }
+            // About to sleep: publish latencies so snapshots never wait on a sleeper.
+            self.recorder.publish(&self.slot.metrics.published, true);
             let slept = shared.sleep.sleep(|| {
                 if let Some(task) = shared.queues.find_task(self.index, &self.local) {
                     Some(Ok(task))
@@ -178,9 +218,66 @@ impl<R, E> WorkerLoop<'_, R, E> {
         }
     }
 
+    /// Records a terminal outcome (or a retry) in the tally and the collector.
+    #[inline]
+    fn record(
+        &self,
+        seen: Seen,
+        started_at: Option<Instant>,
+        finished_at: Instant,
+        attempt: u32,
+        outcome: TaskOutcome,
+        delivered: Delivered,
+    ) {
+        let shared = self.shared;
+        if let Err(panic) = delivered {
+            shared.log().callback_panicked(&panic.0);
+        }
+        let ended = match outcome {
+            TaskOutcome::Completed => Ended::Completed,
+            TaskOutcome::Panicked => Ended::Panicked,
+            TaskOutcome::Retried => Ended::Retried,
+            _ => Ended::Failed,
+        };
+        self.slot
+            .metrics
+            .tally
+            .record_own(ended, shared.metrics.tick(finished_at));
+        if let Some(collector) = &shared.metrics.collector {
+            let task = TaskLifecycle {
+                queued_at: seen.queued_at,
+                started_at,
+                finished_at,
+                attempt,
+                priority: seen.priority,
+                outcome,
+            };
+            match outcome {
+                TaskOutcome::Completed => collector.record_completion(&task),
+                TaskOutcome::Retried => collector.record_retry(&task),
+                _ => collector.record_failure(&task),
+            }
+        }
+    }
+
+    /// Resolves a task without running it (killed, or cancelled through its handle).
+    #[cold]
+    fn resolve_unrun(&mut self, job: BoxJob<R, E>, outcome: TaskOutcome) {
+        let seen = Seen::of(&job);
+        let attempt = job.attempts();
+        let delivered = match outcome {
+            TaskOutcome::Killed => job.fail(TaskError::Killed),
+            _ => {
+                // The handle already holds `Cancelled`; dropping the cell tells nobody else.
+                drop(job);
+                Ok(())
+            }
+        };
+        self.record(seen, None, Instant::now(), attempt, outcome, delivered);
+    }
+
     fn handle(&mut self, queued: Queued<R, E>) {
         let shared = self.shared;
-        let counters = &self.slot.counters;
         let Queued { mut job, ticket } = queued;
         // Step 1.
         if job.attempts() == 0
@@ -190,61 +287,110 @@ impl<R, E> WorkerLoop<'_, R, E> {
         }
         // Step 2.
         if shared.lifecycle.is_killed() {
-            job.fail(TaskError::Killed);
-            Counters::add(&counters.failed);
+            self.resolve_unrun(job, TaskOutcome::Killed);
             shared.finish(ticket);
             return;
         }
         // Step 3.
         if job.claim() == Claim::Cancelled {
-            drop(job);
-            Counters::add(&counters.failed);
+            self.resolve_unrun(job, TaskOutcome::Cancelled);
             shared.finish(ticket);
             return;
         }
         // Step 4.
+        let seen = Seen::of(&job);
         let attempt = job.begin_attempt();
         self.ctx.set_attempt(attempt);
+        let started_at = self.last_clock.take().unwrap_or_else(Instant::now);
         let resource = self
             .resource
             .as_mut()
             .expect("a worker runs tasks only while it holds a resource");
         let ctx = &self.ctx;
         let outcome = catch_unwind(AssertUnwindSafe(|| job.run(resource, ctx)));
+        let finished_at = Instant::now();
+        self.last_clock = Some(finished_at);
+        self.recorder.record(
+            (finished_at - started_at).as_nanos() as u64,
+            started_at
+                .saturating_duration_since(seen.queued_at)
+                .as_nanos() as u64,
+        );
+        self.recorder.tick(
+            shared.metrics.nanos(finished_at),
+            &self.slot.metrics.published,
+        );
+        let started = Some(started_at);
         // Step 5.
         match outcome {
-            Ok(Ok(())) => Counters::add(&counters.completed),
+            Ok(Ok(delivered)) => {
+                self.record(
+                    seen,
+                    started,
+                    finished_at,
+                    attempt,
+                    TaskOutcome::Completed,
+                    delivered,
+                );
+            }
             Ok(Err(error)) => {
-                if shared.hooks.is_healthy(&error) {
-                    job.fail(TaskError::Failed {
+                if shared.hooks.is_healthy(&error, &shared.log()) {
+                    let delivered = job.fail(TaskError::Failed {
                         error,
                         attempts: attempt,
                     });
-                    Counters::add(&counters.failed);
+                    self.record(
+                        seen,
+                        started,
+                        finished_at,
+                        attempt,
+                        TaskOutcome::Failed,
+                        delivered,
+                    );
                 } else {
                     self.replace_resource(false);
                     if job.rerunnable()
                         && attempt <= shared.max_retries
                         && !shared.lifecycle.is_killed()
                     {
-                        Counters::add(&counters.retried);
+                        self.record(
+                            seen,
+                            started,
+                            finished_at,
+                            attempt,
+                            TaskOutcome::Retried,
+                            Ok(()),
+                        );
                         shared.push(Queued { job, ticket }, true);
                         return;
                     }
-                    job.fail(TaskError::Failed {
+                    let delivered = job.fail(TaskError::Failed {
                         error,
                         attempts: attempt,
                     });
-                    Counters::add(&counters.failed);
+                    self.record(
+                        seen,
+                        started,
+                        finished_at,
+                        attempt,
+                        TaskOutcome::Failed,
+                        delivered,
+                    );
                 }
             }
             Err(payload) => {
                 let message = panic_message(payload.as_ref());
                 drop(payload);
                 self.replace_resource(true);
-                job.fail(TaskError::Panicked { message });
-                Counters::add(&counters.panicked);
-                Counters::add(&counters.failed);
+                let delivered = job.fail(TaskError::Panicked { message });
+                self.record(
+                    seen,
+                    started,
+                    finished_at,
+                    attempt,
+                    TaskOutcome::Panicked,
+                    delivered,
+                );
             }
         }
         // Step 6.
@@ -259,16 +405,20 @@ impl<R, E> WorkerLoop<'_, R, E> {
     fn release_resource(&mut self) {
         if let Some(r) = self.resource.take() {
             self.slot.active.store(false, Ordering::Relaxed);
-            self.shared.hooks.destroy(r);
+            self.shared.hooks.destroy(r, &self.shared.log());
         }
     }
 
     /// Destroys the broken resource; the top of the loop makes a new one.
     #[cold]
     fn replace_resource(&mut self, panicked: bool) {
-        log::resource_replaced(self.index, panicked);
+        let shared = self.shared;
+        shared.log().resource_replaced(self.index, panicked);
         self.release_resource();
-        Counters::add(&self.slot.counters.replaced);
+        self.slot.metrics.tally.replaced_own();
+        if let Some(c) = &shared.metrics.collector {
+            c.record_worker_event(WorkerEvent::ResourceReplaced { worker: self.index });
+        }
     }
 
     /// Makes a resource, retrying with backoff. Returns `false` without one once the manager
@@ -278,6 +428,8 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let shared = self.shared;
         let gave_up = || shared.lifecycle.is_killed() || shared.lifecycle.is_drained();
         let mut delay = CREATE_BACKOFF_MIN;
+        // Searching for a resource is not running a task: read the clock afresh after.
+        self.last_clock = None;
         loop {
             if gave_up() {
                 return false;
@@ -290,7 +442,13 @@ impl<R, E> WorkerLoop<'_, R, E> {
                 Err(CreateError::Failed(_)) => None,
                 Err(CreateError::Panicked(message)) => Some(message),
             };
-            log::create_failed(self.index, panic.as_deref(), delay);
+            shared
+                .log()
+                .create_failed(self.index, panic.as_deref(), delay);
+            if let Some(c) = &shared.metrics.collector {
+                c.record_worker_event(WorkerEvent::ResourceCreationFailed { worker: self.index });
+            }
+            self.recorder.publish(&self.slot.metrics.published, true);
             let lock = shared.backoff.0.lock().unwrap_or_else(|e| e.into_inner());
             if !gave_up() {
                 // Woken early by `Shared::wake_all`, which takes this lock before notifying.

@@ -1,44 +1,261 @@
-//! Counters and the public snapshots ([`TaskStats`], [`TaskMetrics`]).
+//! Built-in metrics: totals, sliding-window rates, latency percentiles, and the public
+//! snapshots ([`TaskStats`], [`TaskMetrics`]).
 //!
-//! Each worker owns one cache-padded [`Counters`] and is its only writer, so recording an
-//! outcome is an uncontended `Relaxed` add on a line no other thread writes. A snapshot sums
-//! every worker's counters plus the one for `run_task` outcomes (written by callers' threads).
+//! # Who writes what
+//!
+//! - Each worker owns one cache-padded [`WorkerMetrics`] and is its only writer: totals and
+//!   rate windows are single-writer atomics (a load and a store, no read-modify-write), its
+//!   latency histograms are local and published on a tick ([`recorder`]).
+//! - Arrivals are counted by submitters into [`Metrics::arrivals`], a few sharded windows, so
+//!   concurrent submitters mostly write different cache lines.
+//! - `run_task` outcomes are counted by callers into [`Metrics::outside`] (read-modify-write,
+//!   since many threads share it; `run_task` latencies are the caller's own and are not
+//!   recorded in the histograms).
+//! - A snapshot ([`Metrics::snapshot`]) only reads atomics and briefly locks each worker's
+//!   published histograms to merge them.
 
-use crate::sync::{AtomicU64, Ordering};
+pub(crate) mod collector;
+pub(crate) mod recorder;
+pub(crate) mod window;
 
-/// Outcome counters of one worker (or of `run_task` callers).
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+use hdrhistogram::Histogram;
+
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use collector::MetricsCollector;
+use recorder::{Published, new_histogram};
+use window::{Ticks, Window};
+
+/// Arrival windows; submitters spread over them by thread.
+const ARRIVAL_SHARDS: usize = 8;
+
+/// A total or window written by one thread only: a plain load and store.
+#[inline]
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+/// One writer's totals and rate windows.
 #[derive(Default)]
-pub(crate) struct Counters {
+pub(crate) struct Tally {
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) panicked: AtomicU64,
     pub(crate) replaced: AtomicU64,
+    pub(crate) completions: Window,
+    pub(crate) failures: Window,
+    pub(crate) retries: Window,
 }
 
-impl Counters {
+/// A worker's metrics: its tally and its published histograms.
+#[derive(Default)]
+pub(crate) struct WorkerMetrics {
+    pub(crate) tally: Tally,
+    pub(crate) published: Published,
+}
+
+/// How one task ended, for the tally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    Completed,
+    Failed,
+    Panicked,
+    Retried,
+}
+
+impl Tally {
+    /// Single-writer record (a worker's own tally).
     #[inline]
-    pub(crate) fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn record_own(&self, ended: Ended, tick: u64) {
+        match ended {
+            Ended::Completed => {
+                bump(&self.completed);
+                self.completions.record(tick);
+            }
+            Ended::Failed => {
+                bump(&self.failed);
+                self.failures.record(tick);
+            }
+            Ended::Panicked => {
+                bump(&self.panicked);
+                bump(&self.failed);
+                self.failures.record(tick);
+            }
+            Ended::Retried => {
+                bump(&self.retried);
+                self.retries.record(tick);
+            }
+        }
+    }
+
+    /// Shared record (many writers): read-modify-write.
+    pub(crate) fn record_shared(&self, ended: Ended, tick: u64) {
+        let add = |c: &AtomicU64| {
+            c.fetch_add(1, Ordering::Relaxed);
+        };
+        match ended {
+            Ended::Completed => {
+                add(&self.completed);
+                self.completions.record(tick);
+            }
+            Ended::Failed | Ended::Panicked => {
+                if ended == Ended::Panicked {
+                    add(&self.panicked);
+                }
+                add(&self.failed);
+                self.failures.record(tick);
+            }
+            Ended::Retried => {
+                add(&self.retried);
+                self.retries.record(tick);
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn replaced_own(&self) {
+        bump(&self.replaced);
+    }
+
+    pub(crate) fn replaced_shared(&self) {
+        self.replaced.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// Sums counters into a [`TaskMetrics`].
-pub(crate) fn snapshot<'a>(all: impl Iterator<Item = &'a Counters>) -> TaskMetrics {
-    let mut m = TaskMetrics::default();
-    for c in all {
-        m.total_tasks_completed += c.completed.load(Ordering::Relaxed);
-        m.total_tasks_failed += c.failed.load(Ordering::Relaxed);
-        m.total_tasks_retried += c.retried.load(Ordering::Relaxed);
-        m.total_tasks_panicked += c.panicked.load(Ordering::Relaxed);
-        m.total_resources_replaced += c.replaced.load(Ordering::Relaxed);
+thread_local! {
+    /// This thread's arrival shard, picked round-robin on first use.
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+#[inline]
+fn shard() -> usize {
+    SHARD.with(|s| {
+        let mut v = s.get();
+        if v == usize::MAX {
+            v = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % ARRIVAL_SHARDS;
+            s.set(v);
+        }
+        v
+    })
+}
+
+/// The manager-wide metrics state.
+pub(crate) struct Metrics {
+    /// Time zero for ticks.
+    pub(crate) base: Instant,
+    pub(crate) ticks: Ticks,
+    arrivals: Box<[CachePadded<Window>]>,
+    arrived: Box<[CachePadded<AtomicU64>]>,
+    /// `run_task` outcomes (many writers).
+    pub(crate) outside: CachePadded<Tally>,
+    pub(crate) collector: Option<Box<dyn MetricsCollector>>,
+}
+
+impl Metrics {
+    pub(crate) fn new(window: Duration, collector: Option<Box<dyn MetricsCollector>>) -> Self {
+        Metrics {
+            base: Instant::now(),
+            ticks: Ticks::new(window),
+            arrivals: (0..ARRIVAL_SHARDS).map(|_| Default::default()).collect(),
+            arrived: (0..ARRIVAL_SHARDS).map(|_| Default::default()).collect(),
+            outside: Default::default(),
+            collector,
+        }
     }
-    let ended = m.total_tasks_completed + m.total_tasks_failed;
-    if ended > 0 {
-        m.success_rate = m.total_tasks_completed as f64 / ended as f64;
-        m.failure_rate = m.total_tasks_failed as f64 / ended as f64;
+
+    /// Nanoseconds since `base` (0 for instants before it).
+    #[inline]
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.base).as_nanos() as u64
     }
-    m
+
+    #[inline]
+    pub(crate) fn tick(&self, at: Instant) -> u64 {
+        self.ticks.tick(self.nanos(at))
+    }
+
+    /// A task was accepted at `at`.
+    #[inline]
+    pub(crate) fn arrival(&self, at: Instant, priority: bool) {
+        let s = shard();
+        self.arrived[s].fetch_add(1, Ordering::Relaxed);
+        self.arrivals[s].record(self.tick(at));
+        if let Some(c) = &self.collector {
+            c.record_arrival(priority);
+        }
+    }
+
+    /// Sums the workers' state into a [`TaskMetrics`].
+    pub(crate) fn snapshot<'a>(
+        &self,
+        workers: impl Iterator<Item = &'a WorkerMetrics>,
+    ) -> TaskMetrics {
+        let now = Instant::now();
+        let nanos = self.nanos(now);
+        let tick = self.ticks.tick(nanos);
+        let mut m = TaskMetrics::default();
+        let mut exec = new_histogram();
+        let mut wait = new_histogram();
+        let (mut completions, mut failures, mut retries) = (0, 0, 0);
+        let mut add_tally = |t: &Tally, m: &mut TaskMetrics| {
+            m.total_tasks_completed += t.completed.load(Ordering::Relaxed);
+            m.total_tasks_failed += t.failed.load(Ordering::Relaxed);
+            m.total_tasks_retried += t.retried.load(Ordering::Relaxed);
+            m.total_tasks_panicked += t.panicked.load(Ordering::Relaxed);
+            m.total_resources_replaced += t.replaced.load(Ordering::Relaxed);
+            completions += t.completions.count(tick);
+            failures += t.failures.count(tick);
+            retries += t.retries.count(tick);
+        };
+        for w in workers {
+            add_tally(&w.tally, &mut m);
+            // Same bounds everywhere: `add` cannot fail.
+            let _ = exec.add(&*w.published.exec.lock().unwrap_or_else(|e| e.into_inner()));
+            let _ = wait.add(&*w.published.wait.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        add_tally(&self.outside, &mut m);
+        m.total_tasks_arrived = self.arrived.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+
+        let ended = m.total_tasks_completed + m.total_tasks_failed;
+        if ended > 0 {
+            m.success_rate = m.total_tasks_completed as f64 / ended as f64;
+            m.failure_rate = m.total_tasks_failed as f64 / ended as f64;
+        }
+        let arrivals = self.arrivals.iter().map(|w| w.count(tick)).sum();
+        m.task_arrival_rate = window::rate(arrivals, &self.ticks, nanos);
+        m.task_completion_rate = window::rate(completions, &self.ticks, nanos);
+        m.task_failure_rate = window::rate(failures, &self.ticks, nanos);
+        m.task_retry_rate = window::rate(retries, &self.ticks, nanos);
+        m.rate_window = self.ticks.window();
+
+        m.tasks_timed = exec.len();
+        if !exec.is_empty() {
+            m.average_execution_time = Duration::from_nanos(exec.mean() as u64);
+            m.min_execution_time = Duration::from_nanos(exec.min());
+            m.max_execution_time = Duration::from_nanos(exec.max());
+            m.p50_execution_time = quantile(&exec, 0.50);
+            m.p95_execution_time = quantile(&exec, 0.95);
+            m.p99_execution_time = quantile(&exec, 0.99);
+            m.p999_execution_time = quantile(&exec, 0.999);
+        }
+        if !wait.is_empty() {
+            m.average_wait_time = Duration::from_nanos(wait.mean() as u64);
+            m.p50_wait_time = quantile(&wait, 0.50);
+            m.p99_wait_time = quantile(&wait, 0.99);
+            m.p999_wait_time = quantile(&wait, 0.999);
+            m.max_wait_time = Duration::from_nanos(wait.max());
+        }
+        m
+    }
+}
+
+fn quantile(h: &Histogram<u64>, q: f64) -> Duration {
+    Duration::from_nanos(h.value_at_quantile(q))
 }
 
 /// A point-in-time view of the manager's workers and queues. Cheap: a few atomic loads.
@@ -63,10 +280,18 @@ pub struct TaskStats {
     pub available_resources: usize,
 }
 
-/// Totals and ratios of task outcomes since build. Cheap: sums per-worker counters.
+/// Totals, rates and latency percentiles since build.
+///
+/// Totals are exact. Rates are per second over the sliding window (`rate_window`, set with
+/// [`Builder::metrics_window`](crate::Builder::metrics_window)), not since start. Latencies
+/// cover tasks run by workers (not `run_task`), with 1% precision; each worker publishes its
+/// latencies every few milliseconds and before it sleeps, so they trail the totals by at most
+/// that much.
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskMetrics {
+    /// Tasks accepted (queued, or `run_task` calls).
+    pub total_tasks_arrived: u64,
     /// Tasks that ended `Ok`.
     pub total_tasks_completed: u64,
     /// Tasks that ended with any error (failed, panicked, killed, cancelled).
@@ -81,4 +306,40 @@ pub struct TaskMetrics {
     pub success_rate: f64,
     /// `failed / (completed + failed)`, 0 before any task ended.
     pub failure_rate: f64,
+    /// Accepted tasks per second over the window.
+    pub task_arrival_rate: f64,
+    /// Tasks ended `Ok` per second over the window.
+    pub task_completion_rate: f64,
+    /// Tasks ended with an error per second over the window.
+    pub task_failure_rate: f64,
+    /// Re-queues per second over the window.
+    pub task_retry_rate: f64,
+    /// The window the rates are measured over.
+    pub rate_window: Duration,
+    /// Task runs whose latencies are in the percentiles below.
+    pub tasks_timed: u64,
+    /// Mean time a task ran.
+    pub average_execution_time: Duration,
+    /// Shortest run.
+    pub min_execution_time: Duration,
+    /// Longest run.
+    pub max_execution_time: Duration,
+    /// Median run.
+    pub p50_execution_time: Duration,
+    /// 95th percentile run.
+    pub p95_execution_time: Duration,
+    /// 99th percentile run.
+    pub p99_execution_time: Duration,
+    /// 99.9th percentile run.
+    pub p999_execution_time: Duration,
+    /// Mean time from queued to started.
+    pub average_wait_time: Duration,
+    /// Median wait.
+    pub p50_wait_time: Duration,
+    /// 99th percentile wait.
+    pub p99_wait_time: Duration,
+    /// 99.9th percentile wait.
+    pub p999_wait_time: Duration,
+    /// Longest wait.
+    pub max_wait_time: Duration,
 }

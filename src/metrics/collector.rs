@@ -1,0 +1,135 @@
+//! The [`MetricsCollector`] extension point: your own sink for task and worker events.
+
+use std::time::Instant;
+
+/// How a task ended.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskOutcome {
+    /// Returned `Ok`.
+    Completed,
+    /// Returned `Err` for the last time.
+    Failed,
+    /// Panicked.
+    Panicked,
+    /// Dropped from the queue by `kill`.
+    Killed,
+    /// Cancelled through its handle before it started.
+    Cancelled,
+    /// Returned an unhealthy `Err` and was re-queued (only in
+    /// [`MetricsCollector::record_retry`]).
+    Retried,
+}
+
+/// The life of one task (one attempt of it, for retries), as a collector sees it.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy)]
+pub struct TaskLifecycle {
+    /// When it was accepted into a queue (or when `run_task` was called).
+    pub queued_at: Instant,
+    /// When its last attempt started; `None` if it never ran (killed or cancelled).
+    pub started_at: Option<Instant>,
+    /// When its last attempt ended (or when it was resolved unrun).
+    pub finished_at: Instant,
+    /// Runs so far, counting this one (0 if it never ran).
+    pub attempt: u32,
+    /// Submitted with priority (retries always run with priority; this is the submission's).
+    pub priority: bool,
+    /// How this attempt ended.
+    pub outcome: TaskOutcome,
+}
+
+/// Something that happened to a worker.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerEvent {
+    /// The worker's resource was broken (an unhealthy error or a panic) and was destroyed; a
+    /// new one is being made.
+    ResourceReplaced {
+        /// The worker's index.
+        worker: usize,
+    },
+    /// `on_create` failed while the worker tried to make a resource; it retries with backoff.
+    ResourceCreationFailed {
+        /// The worker's index.
+        worker: usize,
+    },
+    /// A burst worker slot became active.
+    BurstUp {
+        /// The slot's index.
+        worker: usize,
+    },
+    /// A burst worker slot was parked.
+    BurstDown {
+        /// The slot's index.
+        worker: usize,
+    },
+}
+
+/// Receives every task and worker event, in addition to the built-in metrics (which keep
+/// working whether or not a collector is set).
+///
+/// Methods are called on the thread where the event happens (a worker, or a submitter for
+/// arrivals), on the task path: keep them short and non-blocking. Every accepted task causes
+/// exactly one terminal call, `record_completion` or `record_failure`.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use tasker::{MetricsCollector, TaskContext, TaskLifecycle, TaskManager};
+///
+/// #[derive(Default)]
+/// struct Count(AtomicU64);
+/// impl MetricsCollector for Count {
+///     fn record_completion(&self, _task: &TaskLifecycle) {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///     }
+/// }
+///
+/// let count = Arc::new(Count::default());
+/// let manager = TaskManager::builder()
+///     .on_create(|| Ok::<(), std::io::Error>(()))
+///     .worker_count(1)
+///     .metrics_collector(count.clone())
+///     .build()?;
+/// manager.queue_task(|_: &mut (), _: &TaskContext| Ok(()))?;
+/// manager.stop()?;
+/// assert_eq!(count.0.load(Ordering::Relaxed), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait MetricsCollector: Send + Sync + 'static {
+    /// A task was accepted (queued, or `run_task` began).
+    fn record_arrival(&self, _priority: bool) {}
+    /// A task ended `Ok`.
+    fn record_completion(&self, _task: &TaskLifecycle) {}
+    /// A task ended with an error (failed, panicked, killed, cancelled).
+    fn record_failure(&self, _task: &TaskLifecycle) {}
+    /// A task was re-queued after an unhealthy error.
+    fn record_retry(&self, _task: &TaskLifecycle) {}
+    /// A worker event.
+    fn record_worker_event(&self, _event: WorkerEvent) {}
+}
+
+impl<C: MetricsCollector + ?Sized> MetricsCollector for std::sync::Arc<C> {
+    fn record_arrival(&self, priority: bool) {
+        (**self).record_arrival(priority)
+    }
+    fn record_completion(&self, task: &TaskLifecycle) {
+        (**self).record_completion(task)
+    }
+    fn record_failure(&self, task: &TaskLifecycle) {
+        (**self).record_failure(task)
+    }
+    fn record_retry(&self, task: &TaskLifecycle) {
+        (**self).record_retry(task)
+    }
+    fn record_worker_event(&self, event: WorkerEvent) {
+        (**self).record_worker_event(event)
+    }
+}
+
+/// A collector that does nothing (a baseline for measuring a collector's cost).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoopCollector;
+
+impl MetricsCollector for NoopCollector {}

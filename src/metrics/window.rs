@@ -1,0 +1,200 @@
+//! Sliding-window event counters: a ring of time buckets whose counts are atomics stamped with
+//! their bucket's epoch.
+//!
+//! Time is cut into ticks of `window / BUCKETS`. A bucket word packs the tick it counts for
+//! (its low 24 bits, the *tag*) and a 40-bit count:
+//!
+//! ```text
+//!  bucket (u64): [ tag: 24 bits | count: 40 bits ]
+//! ```
+//!
+//! Recording at tick `t` goes to bucket `t % BUCKETS` with one compare-and-swap: if the tag is
+//! `t` the count grows by one; if the tag is older, the bucket is restarted at `(t, 1)`, which
+//! is how old buckets expire. A recorder that stalled for a whole window and finds a *newer*
+//! tag drops its event rather than erase newer counts. No lock; a record is a load and a CAS.
+//!
+//! Reading at tick `now` sums the buckets whose tag lies in `(now - BUCKETS, now]` and divides
+//! by the time they span: `BUCKETS - 1` whole ticks plus the elapsed part of the current one.
+//! Rates are therefore per second over the last window, not since start.
+
+use std::time::Duration;
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// Buckets per window.
+pub(crate) const BUCKETS: usize = 10;
+const TAG_BITS: u32 = 24;
+const COUNT_BITS: u32 = 64 - TAG_BITS;
+const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+/// The clock of a window: nanoseconds since some base, cut into ticks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticks {
+    tick_nanos: u64,
+}
+
+impl Ticks {
+    pub(crate) fn new(window: Duration) -> Self {
+        let nanos = window.as_nanos().min(u128::from(u64::MAX)) as u64;
+        Ticks {
+            tick_nanos: (nanos / BUCKETS as u64).max(1),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn tick(&self, nanos: u64) -> u64 {
+        nanos / self.tick_nanos
+    }
+
+    pub(crate) fn window(&self) -> Duration {
+        Duration::from_nanos(self.tick_nanos * BUCKETS as u64)
+    }
+}
+
+/// One sliding-window counter.
+#[derive(Default)]
+pub(crate) struct Window {
+    buckets: [AtomicU64; BUCKETS],
+}
+
+#[inline]
+fn tag(tick: u64) -> u64 {
+    tick & TAG_MASK
+}
+
+/// How far `newer` is ahead of `older`, modulo the tag space.
+#[inline]
+fn tag_distance(older: u64, newer: u64) -> u64 {
+    newer.wrapping_sub(older) & TAG_MASK
+}
+
+impl Window {
+    /// Counts one event at `tick`.
+    #[inline]
+    pub(crate) fn record(&self, tick: u64) {
+        let bucket = &self.buckets[(tick % BUCKETS as u64) as usize];
+        let t = tag(tick);
+        let mut current = bucket.load(Ordering::Relaxed);
+        loop {
+            let current_tag = current >> COUNT_BITS;
+            let next = if current_tag == t {
+                if current & COUNT_MASK == COUNT_MASK {
+                    return; // saturated
+                }
+                current + 1
+            } else if current != 0 && tag_distance(t, current_tag) < (1 << (TAG_BITS - 1)) {
+                return; // the bucket already counts a newer tick: this event is too old
+            } else {
+                (t << COUNT_BITS) | 1
+            };
+            match bucket.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Events counted in the window that ends at `tick`.
+    pub(crate) fn count(&self, tick: u64) -> u64 {
+        let now = tag(tick);
+        self.buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .filter(|&v| v != 0 && tag_distance(v >> COUNT_BITS, now) < BUCKETS as u64)
+            .map(|v| v & COUNT_MASK)
+            .sum()
+    }
+}
+
+/// Events per second over the window ending at `nanos`, for counts summed from windows.
+pub(crate) fn rate(count: u64, ticks: &Ticks, nanos: u64) -> f64 {
+    let into_tick = nanos % ticks.tick_nanos;
+    let covered = (BUCKETS as u64 - 1) * ticks.tick_nanos + into_tick;
+    // Early on, the window has not filled: divide by the time that has passed.
+    let covered = covered.min(nanos).max(1);
+    count as f64 * 1e9 / covered as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn counts_inside_the_window_and_forgets_older_buckets() {
+        let ticks = Ticks::new(Duration::from_secs(1)); // 10 ticks of 100 ms
+        let w = Window::default();
+        // 5 events per tick for ticks 0..20.
+        for t in 0..20 {
+            for _ in 0..5 {
+                w.record(t);
+            }
+        }
+        // At tick 19 the window holds ticks 10..=19.
+        assert_eq!(w.count(19), 50);
+        // Time moves on without events: buckets expire one by one.
+        assert_eq!(w.count(24), 25);
+        assert_eq!(w.count(29), 0);
+        let r = rate(w.count(19), &ticks, 19 * 100 * MS + 50 * MS);
+        // 50 events over 9.5 ticks of 100 ms.
+        assert!((r - 50.0 / 0.95).abs() < 1e-9, "{r}");
+    }
+
+    #[test]
+    fn a_reused_bucket_restarts() {
+        let w = Window::default();
+        w.record(3);
+        w.record(3);
+        w.record(13); // same bucket, one window later
+        assert_eq!(w.count(13), 1);
+    }
+
+    #[test]
+    fn an_event_older_than_the_bucket_is_dropped() {
+        let w = Window::default();
+        w.record(13);
+        w.record(3); // a stalled recorder
+        assert_eq!(w.count(13), 1);
+    }
+
+    #[test]
+    fn rate_before_the_window_filled_uses_elapsed_time() {
+        let ticks = Ticks::new(Duration::from_secs(1));
+        // 30 events in the first 300 ms: 100 per second.
+        let r = rate(30, &ticks, 300 * MS);
+        assert!((r - 100.0).abs() < 1e-9, "{r}");
+    }
+
+    #[test]
+    fn tags_wrap_around() {
+        let w = Window::default();
+        let base = (1 << TAG_BITS) - 3;
+        for t in base..base + 6 {
+            w.record(t);
+        }
+        assert_eq!(w.count(base + 5), 6);
+    }
+
+    #[test]
+    fn concurrent_recorders_lose_nothing() {
+        let w = Arc::new(Window::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..100_000 {
+                        w.record(7);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(w.count(7), 400_000);
+    }
+}
