@@ -274,7 +274,11 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             workers: (0..n)
                 .map(|_| CachePadded::new(Default::default()))
                 .collect(),
-            metrics: Metrics::new(self.metrics_window, self.collector),
+            metrics: Metrics::new(
+                self.metrics_window,
+                self.collector,
+                &self.thread_name_prefix,
+            ),
             logger: self.logger,
             live_workers: AtomicUsize::new(n),
             start_gate: (Mutex::new(false), Condvar::new()),

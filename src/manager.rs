@@ -444,17 +444,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
 
     /// Workers, queues and pool right now.
     pub fn stats(&self) -> TaskStats {
-        let s = &*self.inner.shared;
-        TaskStats {
-            base_workers: s.workers.len(),
-            active_workers: s.active_workers(),
-            burst_workers: 0,
-            max_workers: s.max_workers,
-            queued_tasks: s.queues.normal_len(),
-            priority_tasks: s.queues.priority_len(),
-            pending_tasks: s.lifecycle.pending(),
-            available_resources: s.pool.len(),
-        }
+        self.inner.shared.stats()
     }
 
     /// Totals, rates over the sliding window, and latency percentiles. Cheap enough to call
@@ -482,9 +472,7 @@ where
             TaskOutcome::Panicked => Ended::Panicked,
             _ => Ended::Failed,
         };
-        metrics
-            .outside
-            .record_shared(tally_ended, metrics.tick(finished_at));
+        metrics.outside_ended(tally_ended, finished_at);
         if let Some(c) = &metrics.collector {
             let task = TaskLifecycle {
                 queued_at,
@@ -543,7 +531,7 @@ where
         (true, false) => shared.hooks.destroy(resource, &log),
         (false, pooled) => {
             shared.hooks.destroy(resource, &log);
-            metrics.outside.replaced_shared();
+            metrics.replaced(None);
             if pooled {
                 match shared.hooks.create() {
                     Ok(r) => shared.pool.put(r),

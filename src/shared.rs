@@ -6,7 +6,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::lifecycle::{Admitted, Finished, Lifecycle};
 use crate::log::{Log, Logger};
-use crate::metrics::{Metrics, WorkerMetrics};
+use crate::metrics::{Metrics, TaskStats, WorkerMetrics};
 use crate::resource_pool::{Hooks, ResourcePool};
 use crate::scheduler::capacity::Capacity;
 use crate::scheduler::sleep::Sleep;
@@ -149,6 +149,19 @@ impl<R, E> Shared<R, E> {
     pub(crate) fn worker_exited(&self) {
         if self.live_workers.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.pool.drain(&self.hooks, &self.log());
+        }
+    }
+
+    pub(crate) fn stats(&self) -> TaskStats {
+        TaskStats {
+            base_workers: self.workers.len(),
+            active_workers: self.active_workers(),
+            burst_workers: 0,
+            max_workers: self.max_workers,
+            queued_tasks: self.queues.normal_len(),
+            priority_tasks: self.queues.priority_len(),
+            pending_tasks: self.lifecycle.pending(),
+            available_resources: self.pool.len(),
         }
     }
 

@@ -195,6 +195,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
             }
             // About to sleep: publish latencies so snapshots never wait on a sleeper.
             self.recorder.publish(&self.slot.metrics.published, true);
+            self.published();
             let slept = shared.sleep.sleep(|| {
                 if let Some(task) = shared.queues.find_task(self.index, &self.local) {
                     Some(Ok(task))
@@ -218,6 +219,13 @@ impl<R, E> WorkerLoop<'_, R, E> {
         }
     }
 
+    /// After a publish of the latencies: refresh the facade's gauges too.
+    #[cold]
+    fn published(&self) {
+        #[cfg(feature = "metrics")]
+        self.shared.metrics.facade.gauges(&self.shared.stats());
+    }
+
     /// Records a terminal outcome (or a retry) in the tally and the collector.
     #[inline]
     fn record(
@@ -239,10 +247,9 @@ impl<R, E> WorkerLoop<'_, R, E> {
             TaskOutcome::Retried => Ended::Retried,
             _ => Ended::Failed,
         };
-        self.slot
+        shared
             .metrics
-            .tally
-            .record_own(ended, shared.metrics.tick(finished_at));
+            .worker_ended(&self.slot.metrics.tally, ended, finished_at);
         if let Some(collector) = &shared.metrics.collector {
             let task = TaskLifecycle {
                 queued_at: seen.queued_at,
@@ -310,16 +317,18 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let outcome = catch_unwind(AssertUnwindSafe(|| job.run(resource, ctx)));
         let finished_at = Instant::now();
         self.last_clock = Some(finished_at);
-        self.recorder.record(
-            (finished_at - started_at).as_nanos() as u64,
-            started_at
-                .saturating_duration_since(seen.queued_at)
-                .as_nanos() as u64,
-        );
-        self.recorder.tick(
+        let exec_nanos = (finished_at - started_at).as_nanos() as u64;
+        let wait_nanos = started_at
+            .saturating_duration_since(seen.queued_at)
+            .as_nanos() as u64;
+        self.recorder.record(exec_nanos, wait_nanos);
+        shared.metrics.timed(exec_nanos, wait_nanos);
+        if self.recorder.tick(
             shared.metrics.nanos(finished_at),
             &self.slot.metrics.published,
-        );
+        ) {
+            self.published();
+        }
         let started = Some(started_at);
         // Step 5.
         match outcome {
@@ -415,7 +424,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let shared = self.shared;
         shared.log().resource_replaced(self.index, panicked);
         self.release_resource();
-        self.slot.metrics.tally.replaced_own();
+        shared.metrics.replaced(Some(&self.slot.metrics.tally));
         if let Some(c) = &shared.metrics.collector {
             c.record_worker_event(WorkerEvent::ResourceReplaced { worker: self.index });
         }

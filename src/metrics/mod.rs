@@ -15,6 +15,8 @@
 //!   published histograms to merge them.
 
 pub(crate) mod collector;
+#[cfg(feature = "metrics")]
+pub(crate) mod facade;
 pub(crate) mod recorder;
 pub(crate) mod window;
 
@@ -70,7 +72,7 @@ pub(crate) enum Ended {
 impl Tally {
     /// Single-writer record (a worker's own tally).
     #[inline]
-    pub(crate) fn record_own(&self, ended: Ended, tick: u64) {
+    fn record_own(&self, ended: Ended, tick: u64) {
         match ended {
             Ended::Completed => {
                 bump(&self.completed);
@@ -93,7 +95,7 @@ impl Tally {
     }
 
     /// Shared record (many writers): read-modify-write.
-    pub(crate) fn record_shared(&self, ended: Ended, tick: u64) {
+    fn record_shared(&self, ended: Ended, tick: u64) {
         let add = |c: &AtomicU64| {
             c.fetch_add(1, Ordering::Relaxed);
         };
@@ -117,11 +119,11 @@ impl Tally {
     }
 
     #[inline]
-    pub(crate) fn replaced_own(&self) {
+    fn replaced_own(&self) {
         bump(&self.replaced);
     }
 
-    pub(crate) fn replaced_shared(&self) {
+    fn replaced_shared(&self) {
         self.replaced.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -154,11 +156,19 @@ pub(crate) struct Metrics {
     /// `run_task` outcomes (many writers).
     pub(crate) outside: CachePadded<Tally>,
     pub(crate) collector: Option<Box<dyn MetricsCollector>>,
+    #[cfg(feature = "metrics")]
+    pub(crate) facade: facade::Facade,
 }
 
 impl Metrics {
-    pub(crate) fn new(window: Duration, collector: Option<Box<dyn MetricsCollector>>) -> Self {
+    pub(crate) fn new(
+        window: Duration,
+        collector: Option<Box<dyn MetricsCollector>>,
+        #[allow(unused_variables)] pool: &str,
+    ) -> Self {
         Metrics {
+            #[cfg(feature = "metrics")]
+            facade: facade::Facade::new(pool),
             base: Instant::now(),
             ticks: Ticks::new(window),
             arrivals: (0..ARRIVAL_SHARDS).map(|_| Default::default()).collect(),
@@ -185,9 +195,48 @@ impl Metrics {
         let s = shard();
         self.arrived[s].fetch_add(1, Ordering::Relaxed);
         self.arrivals[s].record(self.tick(at));
+        #[cfg(feature = "metrics")]
+        self.facade.arrival();
         if let Some(c) = &self.collector {
             c.record_arrival(priority);
         }
+    }
+
+    /// A worker's task ended (or was re-queued) at `at`; `tally` is the worker's own.
+    #[inline]
+    pub(crate) fn worker_ended(&self, tally: &Tally, ended: Ended, at: Instant) {
+        tally.record_own(ended, self.tick(at));
+        #[cfg(feature = "metrics")]
+        self.facade.ended(ended);
+    }
+
+    /// A `run_task` call ended at `at`.
+    pub(crate) fn outside_ended(&self, ended: Ended, at: Instant) {
+        self.outside.record_shared(ended, self.tick(at));
+        #[cfg(feature = "metrics")]
+        self.facade.ended(ended);
+    }
+
+    /// A resource was replaced; `own` is the worker's tally, `None` for `run_task`'s pool.
+    pub(crate) fn replaced(&self, own: Option<&Tally>) {
+        match own {
+            Some(tally) => tally.replaced_own(),
+            None => self.outside.replaced_shared(),
+        }
+        #[cfg(feature = "metrics")]
+        self.facade.replaced();
+    }
+
+    /// A task ran: its execution and queue-wait times (the histograms are the worker's own;
+    /// this is for the facade).
+    #[inline]
+    pub(crate) fn timed(
+        &self,
+        #[allow(unused_variables)] exec_nanos: u64,
+        #[allow(unused_variables)] wait_nanos: u64,
+    ) {
+        #[cfg(feature = "metrics")]
+        self.facade.timed(exec_nanos, wait_nanos);
     }
 
     /// Sums the workers' state into a [`TaskMetrics`].

@@ -66,14 +66,16 @@ impl LocalRecorder {
         self.dirty = true;
     }
 
-    /// Publishes if the last publish is older than [`PUBLISH_EVERY`]; never blocks.
+    /// Publishes if the last publish is older than [`PUBLISH_EVERY`]; never blocks. True
+    /// when it was time to publish.
     #[inline]
-    pub(crate) fn tick(&mut self, now_nanos: u64, published: &Published) {
-        if self.dirty
-            && now_nanos.saturating_sub(self.last_publish_nanos) >= PUBLISH_EVERY.as_nanos() as u64
-        {
+    pub(crate) fn tick(&mut self, now_nanos: u64, published: &Published) -> bool {
+        if now_nanos.saturating_sub(self.last_publish_nanos) >= PUBLISH_EVERY.as_nanos() as u64 {
             self.publish(published, false);
             self.last_publish_nanos = now_nanos;
+            true
+        } else {
+            false
         }
     }
 
