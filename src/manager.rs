@@ -138,6 +138,7 @@ impl<R, E> Inner<R, E> {
                     let _ = t.join();
                 }
                 shared.pool.drain(&shared.hooks, &shared.log());
+                shared.publish_gauges();
                 *done.lock().unwrap_or_else(|e| e.into_inner()) = true;
                 cv.notify_all();
             }

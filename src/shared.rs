@@ -152,6 +152,12 @@ impl<R, E> Shared<R, E> {
         }
     }
 
+    /// Refreshes the `metrics` facade's gauges (a no-op without the feature).
+    pub(crate) fn publish_gauges(&self) {
+        #[cfg(feature = "metrics")]
+        self.metrics.facade.gauges(&self.stats());
+    }
+
     pub(crate) fn stats(&self) -> TaskStats {
         TaskStats {
             base_workers: self.workers.len(),

@@ -222,8 +222,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
     /// After a publish of the latencies: refresh the facade's gauges too.
     #[cold]
     fn published(&self) {
-        #[cfg(feature = "metrics")]
-        self.shared.metrics.facade.gauges(&self.shared.stats());
+        self.shared.publish_gauges();
     }
 
     /// Records a terminal outcome (or a retry) in the tally and the collector.
