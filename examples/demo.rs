@@ -7,18 +7,21 @@
 //! worker replaces it and the query is retried), a query fails plainly (no retry), and a bug
 //! panics (the worker survives with a fresh connection).
 //!
-//! At the end it checks the two promises: every task got exactly one answer, and every
-//! connection opened was closed.
+//! While it runs, a live view (drawn with `indicatif` when the output is a terminal) shows the
+//! tasks answered, workers, queue depths, rates and latency percentiles from `stats()` and
+//! `metrics()`. At the end it prints a table and checks the two promises: every task got
+//! exactly one answer, and every connection opened was closed.
 //!
 //! `DEMO_TASKS=500 cargo run --release --example demo` runs a smaller workload.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tasker::{TaskContext, TaskError, TaskHandle, TaskManager};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tasker::{TaskContext, TaskError, TaskHandle, TaskManager, TaskMetrics};
 
 /// Tasks submitted when `DEMO_TASKS` is not set.
 const DEFAULT_TASKS: u64 = 20_000;
@@ -244,29 +247,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let done = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
 
-    // Samples `stats()` while the clients run.
+    // The live view: samples `stats()` and `metrics()` while the clients run.
+    let view = live_view(tasks);
     let sampler = {
-        let (manager, done) = (manager.clone(), done.clone());
+        let (manager, done, answers, view) =
+            (manager.clone(), done.clone(), answers.clone(), view.clone());
         thread::spawn(move || {
-            println!("\n  time    active  queued  priority  pending  pool");
-            let mut next = Duration::ZERO;
             while !done.load(Ordering::Relaxed) {
-                if start.elapsed() >= next {
-                    let s = manager.stats();
-                    println!(
-                        "  {:>5.2}s  {:>3}/{:<2}  {:>6}  {:>8}  {:>7}  {:>4}",
-                        start.elapsed().as_secs_f64(),
-                        s.active_workers,
-                        s.base_workers,
-                        s.queued_tasks,
-                        s.priority_tasks,
-                        s.pending_tasks,
-                        s.available_resources
-                    );
-                    next += Duration::from_millis(250);
-                }
-                thread::sleep(Duration::from_millis(5));
+                let (s, m) = (manager.stats(), manager.metrics());
+                view.progress.set_position(answers.total());
+                view.status.set_message(format!(
+                    "workers {}/{} (burst {})  queued {} + {} priority  pending {}\n\
+                     rates/s  in {:.0}  ok {:.0}  failed {:.0}  retried {:.0}\n\
+                     run      p50 {:.1?}  p99 {:.1?}   wait p50 {:.1?}  p99 {:.1?}",
+                    s.active_workers,
+                    s.base_workers,
+                    s.burst_workers,
+                    s.queued_tasks,
+                    s.priority_tasks,
+                    s.pending_tasks,
+                    m.task_arrival_rate,
+                    m.task_completion_rate,
+                    m.task_failure_rate,
+                    m.task_retry_rate,
+                    m.p50_execution_time,
+                    m.p99_execution_time,
+                    m.p50_wait_time,
+                    m.p99_wait_time,
+                ));
+                thread::sleep(Duration::from_millis(50));
             }
+            view.progress.finish();
+            view.status.finish_and_clear();
         })
     };
 
@@ -335,6 +347,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "                 {} failed again on a retry",
         answers.failed_on_retry.load(Ordering::Relaxed)
     );
+    print_metrics(&m);
     println!(
         "metrics()        ok {}, failed {} (panicked {}), retried {}, success rate {:.2}%",
         m.total_tasks_completed,
@@ -461,9 +474,74 @@ fn quiet_simulated_panics() {
         match info.payload().downcast_ref::<String>() {
             Some(msg) if msg.starts_with(SIMULATED_BUG) => {
                 let thread = thread::current();
-                println!("  [{}] panicked: {msg}", thread.name().unwrap_or("?"));
+                let line = format!("  [{}] panicked: {msg}", thread.name().unwrap_or("?"));
+                match LIVE.get() {
+                    // Above the live view, which would otherwise draw over it.
+                    Some(multi) if !multi.is_hidden() => {
+                        let _ = multi.println(line);
+                    }
+                    _ => println!("{line}"),
+                }
             }
             _ => default(info),
         }
     }));
+}
+
+/// The live view's bars; `LIVE` lets the panic hook print above them.
+#[derive(Clone)]
+struct LiveView {
+    progress: ProgressBar,
+    status: ProgressBar,
+}
+
+static LIVE: OnceLock<MultiProgress> = OnceLock::new();
+
+/// A progress bar of tasks answered and a three-line status under it. Drawn on stderr when it
+/// is a terminal, hidden otherwise (CI logs get the final table only).
+fn live_view(tasks: u64) -> LiveView {
+    let multi = LIVE.get_or_init(MultiProgress::new);
+    let progress = multi.add(ProgressBar::new(tasks));
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40.cyan/blue}] {pos}/{len} answered ({per_sec})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    let status = multi.add(ProgressBar::new_spinner());
+    status.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
+    LiveView { progress, status }
+}
+
+/// The final table of `metrics()`.
+fn print_metrics(m: &TaskMetrics) {
+    println!(
+        "\nmetrics() at the end (rates over the last {:?}):",
+        m.rate_window
+    );
+    println!(
+        "  {:<22} {:>12} {:>12} {:>12} {:>12}",
+        "", "p50", "p99", "p99.9", "max"
+    );
+    println!(
+        "  {:<22} {:>12.1?} {:>12.1?} {:>12.1?} {:>12.1?}",
+        "execution time",
+        m.p50_execution_time,
+        m.p99_execution_time,
+        m.p999_execution_time,
+        m.max_execution_time
+    );
+    println!(
+        "  {:<22} {:>12.1?} {:>12.1?} {:>12.1?} {:>12.1?}",
+        "queue wait", m.p50_wait_time, m.p99_wait_time, m.p999_wait_time, m.max_wait_time
+    );
+    println!(
+        "  {:<22} arrivals {:.0}/s, completions {:.0}/s, failures {:.0}/s, retries {:.0}/s",
+        "rates",
+        m.task_arrival_rate,
+        m.task_completion_rate,
+        m.task_failure_rate,
+        m.task_retry_rate
+    );
 }
