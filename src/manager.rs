@@ -10,7 +10,7 @@ use crate::builder::Builder;
 use crate::completion::{Callback, Deliver, Slot, TaskHandle};
 use crate::error::{ShutdownError, TaskError, panic_message};
 use crate::lifecycle::Finished;
-use crate::metrics::collector::{TaskLifecycle, TaskOutcome};
+use crate::metrics::collector::{TaskLifecycle, TaskOutcome, WorkerEvent};
 use crate::metrics::{Ended, TaskMetrics, TaskStats};
 use crate::resource_pool::CreateError;
 use crate::scheduler::Queued;
@@ -533,6 +533,9 @@ where
         (false, pooled) => {
             shared.hooks.destroy(resource, &log);
             metrics.replaced(None);
+            if let Some(c) = &metrics.collector {
+                c.record_worker_event(WorkerEvent::PoolResourceReplaced);
+            }
             if pooled {
                 match shared.hooks.create() {
                     Ok(r) => shared.pool.put(r),

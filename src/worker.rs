@@ -9,8 +9,9 @@
 //! # A task's path through the worker ([`WorkerLoop::handle`])
 //!
 //! 1. A fresh task gives its queue place back (bounded queues).
-//! 2. After `kill`, the task is resolved `Killed` unrun.
-//! 3. `claim`: a task cancelled through its handle is dropped unrun.
+//! 2. `claim`: a task cancelled through its handle is dropped unrun (its outcome is
+//!    `Cancelled`, even when `kill` has begun since).
+//! 3. After `kill`, the task is resolved `Killed` unrun.
 //! 4. Run it against the resource, catching a panic.
 //! 5. `Ok`: delivered inside `run`. `Err(e)` with `check_health(&e)`: delivered as `Failed`.
 //!    `Err(e)` unhealthy, or a panic: the resource is destroyed (and re-made at the top of the
@@ -22,7 +23,10 @@
 //! # Time
 //!
 //! The worker reads the clock once per task when busy: the read that ends one task also
-//! starts the next one if that was found at the first look. After a search that spun or
+//! starts the next one if that was found at the first look (or the next one's queue time, if
+//! it was queued after that read). A successful task's value is handed over before that read,
+//! so its execution time includes a callback's run time; error outcomes are handed over after
+//! it, and the next task then reads the clock afresh. After a search that spun or
 //! slept it reads the clock again, so an idle gap is never counted as execution time. The
 //! queue time was stamped once, at submission.
 //!
@@ -292,14 +296,14 @@ impl<R, E> WorkerLoop<'_, R, E> {
             cap.release();
         }
         // Step 2.
-        if shared.lifecycle.is_killed() {
-            self.resolve_unrun(job, TaskOutcome::Killed);
+        if job.claim() == Claim::Cancelled {
+            self.resolve_unrun(job, TaskOutcome::Cancelled);
             shared.finish(ticket);
             return;
         }
         // Step 3.
-        if job.claim() == Claim::Cancelled {
-            self.resolve_unrun(job, TaskOutcome::Cancelled);
+        if shared.lifecycle.is_killed() {
+            self.resolve_unrun(job, TaskOutcome::Killed);
             shared.finish(ticket);
             return;
         }
@@ -307,7 +311,12 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let seen = Seen::of(&job);
         let attempt = job.begin_attempt();
         self.ctx.set_attempt(attempt);
-        let started_at = self.last_clock.take().unwrap_or_else(Instant::now);
+        // The read that ended the previous task stands for "now", unless the task was queued
+        // after it (then it started no earlier than it was queued).
+        let started_at = match self.last_clock.take() {
+            Some(t) => t.max(seen.queued_at),
+            None => Instant::now(),
+        };
         let resource = self
             .resource
             .as_mut()
@@ -315,7 +324,6 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let ctx = &self.ctx;
         let outcome = catch_unwind(AssertUnwindSafe(|| job.run(resource, ctx)));
         let finished_at = Instant::now();
-        self.last_clock = Some(finished_at);
         let exec_nanos = (finished_at - started_at).as_nanos() as u64;
         let wait_nanos = started_at
             .saturating_duration_since(seen.queued_at)
@@ -332,6 +340,10 @@ impl<R, E> WorkerLoop<'_, R, E> {
         // Step 5.
         match outcome {
             Ok(Ok(delivered)) => {
+                // The value was handed over inside `run`, before this clock read: the read
+                // can start the next task. (Error outcomes are handed over below, after it:
+                // the next task then reads the clock afresh.)
+                self.last_clock = Some(finished_at);
                 self.record(
                     seen,
                     started,

@@ -27,7 +27,9 @@ pub enum TaskOutcome {
 pub struct TaskLifecycle {
     /// When it was accepted into a queue (or when `run_task` was called).
     pub queued_at: Instant,
-    /// When its last attempt started; `None` if it never ran (killed or cancelled).
+    /// When its last attempt started; `None` if it was resolved without running this time
+    /// (killed or cancelled, possibly after earlier attempts), or `run_task` could not make a
+    /// resource.
     pub started_at: Option<Instant>,
     /// When its last attempt ended (or when it was resolved unrun).
     pub finished_at: Instant,
@@ -54,6 +56,9 @@ pub enum WorkerEvent {
         /// The worker's index.
         worker: usize,
     },
+    /// A `run_task` pool resource was broken (an unhealthy error or a panic) and destroyed;
+    /// the pool is refilled when `on_create` allows.
+    PoolResourceReplaced,
     /// A burst worker slot became active.
     BurstUp {
         /// The slot's index.

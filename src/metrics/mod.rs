@@ -331,7 +331,9 @@ pub struct TaskStats {
 
 /// Totals, rates and latency percentiles since build.
 ///
-/// Totals are exact. Rates are per second over the sliding window (`rate_window`, set with
+/// Totals are exact. Execution time runs from a task's start to its end; for a task that
+/// succeeded, the end is after its value was handed over (a callback's own run time included). Rates are per second over the sliding
+/// window (`rate_window`, set with
 /// [`Builder::metrics_window`](crate::Builder::metrics_window)), not since start. Latencies
 /// cover tasks run by workers (not `run_task`), with 1% precision; each worker publishes its
 /// latencies every few milliseconds and before it sleeps, so they trail the totals by at most

@@ -10,8 +10,10 @@
 //!
 //! Recording at tick `t` goes to bucket `t % BUCKETS` with one compare-and-swap: if the tag is
 //! `t` the count grows by one; if the tag is older, the bucket is restarted at `(t, 1)`, which
-//! is how old buckets expire. A recorder that stalled for a whole window and finds a *newer*
-//! tag drops its event rather than erase newer counts. No lock; a record is a load and a CAS.
+//! is how old buckets expire. A recorder that stalled for a whole window and finds a tag less
+//! than a window *newer* drops its event rather than erase newer counts; a tag that looks
+//! further ahead can only be a bucket left alone for so long that its tag wrapped around
+//! (2^24 ticks), and is restarted. No lock; a record is a load and a CAS.
 //!
 //! Reading at tick `now` sums the buckets whose tag lies in `(now - BUCKETS, now]` and divides
 //! by the time they span: `BUCKETS - 1` whole ticks plus the elapsed part of the current one.
@@ -83,8 +85,11 @@ impl Window {
                     return; // saturated
                 }
                 current + 1
-            } else if current != 0 && tag_distance(t, current_tag) < (1 << (TAG_BITS - 1)) {
-                return; // the bucket already counts a newer tick: this event is too old
+            } else if current != 0 && tag_distance(t, current_tag) < BUCKETS as u64 {
+                // The bucket counts a tick less than a window ahead of this one: this event
+                // is too old. (Anything further "ahead" is really a stale bucket from long
+                // ago, its tag having wrapped around: restart it.)
+                return;
             } else {
                 (t << COUNT_BITS) | 1
             };
@@ -167,6 +172,16 @@ mod tests {
         // 30 events in the first 300 ms: 100 per second.
         let r = rate(30, &ticks, 300 * MS);
         assert!((r - 100.0).abs() < 1e-9, "{r}");
+    }
+
+    #[test]
+    fn a_bucket_idle_for_half_the_tag_space_still_restarts() {
+        let w = Window::default();
+        w.record(0);
+        // 2^23 + 10 ticks later the old tag looks "ahead" modulo 2^24; it must not block.
+        let later = (1 << (TAG_BITS - 1)) + 10;
+        w.record(later);
+        assert_eq!(w.count(later), 1);
     }
 
     #[test]
