@@ -1,0 +1,174 @@
+//! Helpers shared by the criterion suites in `benches/`: sizes read from the environment, the
+//! `--quick` switch, the tasker manager and peer pools every suite builds the same way, the
+//! plain channel pool used as a baseline, and latency histograms.
+//!
+//! Each suite uses only some of these, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use hdrhistogram::Histogram;
+use tasker::TaskManager;
+
+/// Worker threads every contender gets (the machine has 2 cores).
+pub const WORKERS: usize = 2;
+
+/// `name` parsed as a positive integer, or `default` when unset. Panics on a bad value, so a
+/// typo in CI does not silently run the full-size suite.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => match v.trim().replace('_', "").parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("{name}={v:?}: expected a positive integer"),
+        },
+        Err(_) => default,
+    }
+}
+
+/// True when criterion was given `--quick` (the CI smoke run).
+pub fn quick_mode() -> bool {
+    std::env::args().any(|a| a == "--quick")
+}
+
+/// How long criterion may measure one benchmark: short in `--quick` mode, where this is also
+/// the cap on the doubling loop, so a suite of a dozen benchmarks stays well under a minute.
+pub fn measurement_time(full: Duration) -> Duration {
+    if quick_mode() {
+        Duration::from_millis(800)
+    } else {
+        full
+    }
+}
+
+/// The manager under test: `WORKERS` workers with the builder's defaults, so workers are pinned
+/// one per CPU (round-robin), as a user gets them. The resource is `()`: these suites measure
+/// the task path, not a resource.
+pub fn tasker_manager() -> TaskManager<(), Infallible> {
+    TaskManager::builder()
+        .on_create(|| Ok::<(), Infallible>(()))
+        .worker_count(WORKERS)
+        .build()
+        .expect("build tasker manager")
+}
+
+/// A rayon pool with `WORKERS` threads.
+pub fn rayon_pool() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(WORKERS)
+        .thread_name(|i| format!("rayon-{i}"))
+        .build()
+        .expect("build rayon pool")
+}
+
+/// A tokio runtime whose blocking pool has `WORKERS` threads. It is a current-thread runtime:
+/// `spawn_blocking` work runs only on the blocking pool, so no idle async worker competes for
+/// the two cores.
+pub fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(WORKERS)
+        .build()
+        .expect("build tokio runtime")
+}
+
+/// A boxed job for [`ChannelPool`].
+pub type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// The baseline: the simplest pool one would write by hand. `n` threads loop on `recv` from one
+/// unbounded crossbeam channel and run each boxed closure. No pinning, no priorities, no
+/// resources, no outcome tracking.
+pub struct ChannelPool {
+    tx: Option<Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ChannelPool {
+    pub fn new(n: usize) -> Self {
+        let (tx, rx): (Sender<Job>, Receiver<Job>) = crossbeam_channel::unbounded();
+        let threads = (0..n)
+            .map(|i| {
+                let rx = rx.clone();
+                thread::Builder::new()
+                    .name(format!("chanpool-{i}"))
+                    .spawn(move || {
+                        while let Ok(job) = rx.recv() {
+                            job();
+                        }
+                    })
+                    .expect("spawn channel pool worker")
+            })
+            .collect();
+        ChannelPool {
+            tx: Some(tx),
+            threads,
+        }
+    }
+
+    #[inline]
+    pub fn execute(&self, f: impl FnOnce() + Send + 'static) {
+        self.tx
+            .as_ref()
+            .expect("pool is running")
+            .send(Box::new(f))
+            .expect("channel pool workers are alive");
+    }
+}
+
+impl Drop for ChannelPool {
+    fn drop(&mut self) {
+        // Closing the channel ends every worker's `recv` loop once the queue is empty.
+        drop(self.tx.take());
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A latency histogram in nanoseconds, 1 ns to 60 s, 3 significant figures.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
+}
+
+/// Records `d` in nanoseconds (clamped to the histogram's range).
+#[inline]
+pub fn record(h: &mut Histogram<u64>, d: Duration) {
+    h.saturating_record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1));
+}
+
+fn fmt_ns(ns: u64) -> String {
+    if ns >= 1_000_000 {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    } else if ns >= 1_000 {
+        format!("{:.2} µs", ns as f64 / 1e3)
+    } else {
+        format!("{ns} ns")
+    }
+}
+
+/// Prints one line of percentiles for `name` to stdout (criterion's own output is untouched).
+pub fn print_percentiles(name: &str, h: &Histogram<u64>) {
+    if h.is_empty() {
+        println!("{name}: no samples");
+        return;
+    }
+    println!(
+        "{name}: n={} p50={} p90={} p99={} p99.9={} max={}",
+        h.len(),
+        fmt_ns(h.value_at_quantile(0.50)),
+        fmt_ns(h.value_at_quantile(0.90)),
+        fmt_ns(h.value_at_quantile(0.99)),
+        fmt_ns(h.value_at_quantile(0.999)),
+        fmt_ns(h.max()),
+    );
+}
+
+/// Busy-waits for `d` (a task that occupies its worker without sleeping).
+#[inline]
+pub fn spin_for(d: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}

@@ -1,0 +1,121 @@
+//! Blocking round-trip latency: one caller submits a no-op task and blocks until its answer,
+//! again and again.
+//!
+//! Guards against regressions of the hand-off between a caller and a worker (DESIGN.md §5):
+//! both sides must spin briefly before they sleep, or every round trip pays a futex sleep and
+//! wake (4–47 µs) instead of a busy-wait hand-off (~0.1 µs); and `run_task` must stay a
+//! pool take/put on the caller's thread with no queue in between. Contenders, 2 worker threads
+//! each:
+//!
+//! - `tasker_queue_task`: `queue_task`, blocking;
+//! - `tasker_run_task`: `run_task`, on the caller's thread with a pooled resource;
+//! - `rayon_install`: `pool.install(|| ...)` from a thread outside the pool;
+//! - `threadpool_reply`: `threadpool::ThreadPool::execute` answering on a
+//!   `crossbeam_channel::bounded(1)` made per call;
+//! - `tokio_spawn_blocking`: `rt.block_on(rt.spawn_blocking(..))` (blocking pool of 2);
+//! - `channel_pool_reply`: the hand-written channel pool of `benches/common`, answering on a
+//!   `bounded(1)` made per call.
+//!
+//! Each contender is its own criterion group (`latency/<contender>`) measured with
+//! `iter_custom`, which gives criterion the mean. Every round trip is also recorded in an
+//! `hdrhistogram` (nanoseconds; warm-up round trips included) and the group ends by printing
+//! p50/p90/p99/p99.9/max to stdout. The clock is read once per round trip (consecutive stamps), so
+//! the histogram intervals add up to exactly the time criterion sees; the ~3 ns `record` falls
+//! inside them.
+//!
+//! tasker runs with the builder's defaults (workers pinned one per CPU); the peers are not
+//! pinned.
+//!
+//! Full run (about 1.5 min): `cargo bench --bench latency`
+//! CI (quick): `cargo bench --bench latency -- --quick --noplot`
+
+mod common;
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use common::{ChannelPool, WORKERS, latency_histogram, measurement_time, print_percentiles};
+use criterion::Criterion;
+use hdrhistogram::Histogram;
+use tasker::TaskContext;
+
+/// Benchmarks `round_trip` as the group `latency/<name>`, then prints its percentiles.
+fn contender(c: &mut Criterion, name: &str, mut round_trip: impl FnMut()) {
+    let mut hist: Histogram<u64> = latency_histogram();
+    let mut group = c.benchmark_group(format!("latency/{name}"));
+    group.measurement_time(measurement_time(Duration::from_secs(5)));
+    group.bench_function("round_trip", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            let mut last = start;
+            for _ in 0..iters {
+                round_trip();
+                let now = Instant::now();
+                common::record(&mut hist, now - last);
+                last = now;
+            }
+            last - start
+        });
+    });
+    group.finish();
+    print_percentiles(&format!("latency/{name}"), &hist);
+}
+
+fn latency(c: &mut Criterion) {
+    {
+        let manager = common::tasker_manager();
+        contender(c, "tasker_queue_task", || {
+            let v = manager
+                .queue_task(|_: &mut (), _: &TaskContext| Ok::<u64, Infallible>(black_box(1)))
+                .expect("no-op task succeeds");
+            black_box(v);
+        });
+        contender(c, "tasker_run_task", || {
+            let v = manager
+                .run_task(|_: &mut (), _: &TaskContext| Ok::<u64, Infallible>(black_box(1)))
+                .expect("no-op task succeeds");
+            black_box(v);
+        });
+        manager.stop().expect("stop");
+    }
+    {
+        let pool = common::rayon_pool();
+        contender(c, "rayon_install", || {
+            black_box(pool.install(|| black_box(1u64)));
+        });
+    }
+    {
+        let pool = threadpool::ThreadPool::new(WORKERS);
+        contender(c, "threadpool_reply", || {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            pool.execute(move || {
+                let _ = tx.send(black_box(1u64));
+            });
+            black_box(rx.recv().expect("worker answers"));
+        });
+        pool.join();
+    }
+    {
+        let rt = common::tokio_runtime();
+        contender(c, "tokio_spawn_blocking", || {
+            let v = rt
+                .block_on(rt.spawn_blocking(|| black_box(1u64)))
+                .expect("blocking task succeeds");
+            black_box(v);
+        });
+    }
+    {
+        let pool = ChannelPool::new(WORKERS);
+        contender(c, "channel_pool_reply", || {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            pool.execute(move || {
+                let _ = tx.send(black_box(1u64));
+            });
+            black_box(rx.recv().expect("worker answers"));
+        });
+    }
+}
+
+criterion::criterion_group!(benches, latency);
+criterion::criterion_main!(benches);
