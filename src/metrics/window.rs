@@ -10,10 +10,10 @@
 //!
 //! Recording at tick `t` goes to bucket `t % BUCKETS` with one compare-and-swap: if the tag is
 //! `t` the count grows by one; if the tag is older, the bucket is restarted at `(t, 1)`, which
-//! is how old buckets expire. A recorder that stalled for a whole window and finds a tag less
-//! than a window *newer* drops its event rather than erase newer counts; a tag that looks
-//! further ahead can only be a bucket left alone for so long that its tag wrapped around
-//! (2^24 ticks), and is restarted. No lock; a record is a load and a CAS.
+//! is how old buckets expire. A recorder that stalled for a whole window and finds a tag a
+//! little *newer* (up to four windows) drops its event rather than erase newer counts; a tag
+//! that looks further ahead can only be a bucket left alone for so long that its tag wrapped
+//! around (2^24 ticks), and is restarted. No lock; a record is a load and a CAS.
 //!
 //! Reading at tick `now` sums the buckets whose tag lies in `(now - BUCKETS, now]` and divides
 //! by the time they span: `BUCKETS - 1` whole ticks plus the elapsed part of the current one.
@@ -29,6 +29,11 @@ const TAG_BITS: u32 = 24;
 const COUNT_BITS: u32 = 64 - TAG_BITS;
 const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+/// A recorder may lag the newest tick of its bucket by up to this many ticks (four windows)
+/// and have its event dropped; a tag seemingly further ahead has wrapped around and is
+/// restarted. Either way the error is bounded: one late event, or at most four windows of
+/// events dropped after an idle gap of just under 2^24 ticks.
+const STALE_TOLERANCE: u64 = 4 * BUCKETS as u64;
 
 /// The clock of a window: nanoseconds since some base, cut into ticks.
 #[derive(Debug, Clone, Copy)]
@@ -85,10 +90,11 @@ impl Window {
                     return; // saturated
                 }
                 current + 1
-            } else if current != 0 && tag_distance(t, current_tag) < BUCKETS as u64 {
-                // The bucket counts a tick less than a window ahead of this one: this event
-                // is too old. (Anything further "ahead" is really a stale bucket from long
-                // ago, its tag having wrapped around: restart it.)
+            } else if current != 0 && tag_distance(t, current_tag) < STALE_TOLERANCE {
+                // The bucket counts a tick a little ahead of this one: this recorder stalled
+                // between reading the clock and recording, and its event is too old. (A tag
+                // further "ahead" is really a bucket left alone so long that its tag wrapped
+                // around: restart it.)
                 return;
             } else {
                 (t << COUNT_BITS) | 1
