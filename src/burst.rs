@@ -203,8 +203,8 @@ pub(crate) fn decide(i: &Inputs, surplus_ticks: &mut u32) -> Decision {
     } = i.load;
     let needed = if ended_rate > 0.0 {
         let service_secs = busy_rate / ended_rate * 1e-9;
-        let workers =
-            arrival_rate * service_secs / TARGET_UTILIZATION + i.queued as f64 * service_secs / i.horizon_secs;
+        let workers = arrival_rate * service_secs / TARGET_UTILIZATION
+            + i.queued as f64 * service_secs / i.horizon_secs;
         workers.ceil() as usize
     } else if i.queued > 0 {
         i.up + 1
@@ -267,7 +267,9 @@ pub(crate) fn controller<R, E>(shared: &Shared<R, E>, interval: Duration, keep_a
         let burst = &shared.workers[base..];
         let up = base + burst.iter().filter(|w| w.state.is_up()).count();
         let inputs = Inputs {
-            load: shared.metrics.load(shared.workers.iter().map(|w| &w.metrics)),
+            load: shared
+                .metrics
+                .load(shared.workers.iter().map(|w| &w.metrics)),
             queued: shared.queues.normal_len() + shared.queues.priority_len(),
             up,
             base,
@@ -341,25 +343,43 @@ mod tests {
     fn a_deficit_brings_several_slots_up_at_once() {
         let mut streak = 0;
         // 1000 tasks/s of 4 ms need 5 workers at 80 %: from 2, three more at once.
-        assert_eq!(decide(&inputs(1000.0, 500.0, 4.0, 0, 2), &mut streak), Decision::Up(3));
+        assert_eq!(
+            decide(&inputs(1000.0, 500.0, 4.0, 0, 2), &mut streak),
+            Decision::Up(3)
+        );
         // A backlog adds workers to clear it within the horizon: 500 queued × 4 ms = 2 more.
-        assert_eq!(decide(&inputs(1000.0, 500.0, 4.0, 500, 2), &mut streak), Decision::Up(5));
+        assert_eq!(
+            decide(&inputs(1000.0, 500.0, 4.0, 500, 2), &mut streak),
+            Decision::Up(5)
+        );
     }
 
     #[test]
     fn never_above_max_or_below_base() {
         let mut streak = 0;
-        assert_eq!(decide(&inputs(1e6, 1.0, 1000.0, 0, 2), &mut streak), Decision::Up(6));
-        assert_eq!(decide(&inputs(1e6, 1.0, 1000.0, 0, 8), &mut streak), Decision::Hold);
+        assert_eq!(
+            decide(&inputs(1e6, 1.0, 1000.0, 0, 2), &mut streak),
+            Decision::Up(6)
+        );
+        assert_eq!(
+            decide(&inputs(1e6, 1.0, 1000.0, 0, 8), &mut streak),
+            Decision::Hold
+        );
         for _ in 0..10 {
-            assert_eq!(decide(&inputs(0.0, 0.0, 0.0, 0, 2), &mut streak), Decision::Hold);
+            assert_eq!(
+                decide(&inputs(0.0, 0.0, 0.0, 0, 2), &mut streak),
+                Decision::Hold
+            );
         }
     }
 
     #[test]
     fn stuck_workers_with_a_backlog_get_one_more() {
         let mut streak = 0;
-        assert_eq!(decide(&inputs(0.0, 0.0, 0.0, 10, 3), &mut streak), Decision::Up(1));
+        assert_eq!(
+            decide(&inputs(0.0, 0.0, 0.0, 10, 3), &mut streak),
+            Decision::Up(1)
+        );
     }
 
     #[test]
@@ -372,7 +392,10 @@ mod tests {
         // The streak restarts after a decision...
         assert_eq!(decide(&idle, &mut streak), Decision::Hold);
         // ...and after any tick without surplus.
-        assert_eq!(decide(&inputs(10.0, 10.0, 1.0, 3, 6), &mut streak), Decision::Hold);
+        assert_eq!(
+            decide(&inputs(10.0, 10.0, 1.0, 3, 6), &mut streak),
+            Decision::Hold
+        );
         assert_eq!(decide(&idle, &mut streak), Decision::Hold);
         assert_eq!(decide(&idle, &mut streak), Decision::Hold);
         assert_eq!(decide(&idle, &mut streak), Decision::Down);
@@ -383,7 +406,10 @@ mod tests {
         let mut streak = 0;
         // 1000/s of 4 ms needs 5 workers; with 6 up the margin is not met: hold forever.
         for _ in 0..10 {
-            assert_eq!(decide(&inputs(1000.0, 1000.0, 4.0, 0, 6), &mut streak), Decision::Hold);
+            assert_eq!(
+                decide(&inputs(1000.0, 1000.0, 4.0, 0, 6), &mut streak),
+                Decision::Hold
+            );
         }
     }
 
@@ -420,7 +446,11 @@ mod tests {
             } else {
                 assert!(s.activate());
             }
-            let expected = if close { Wakeup::Exit } else { Wakeup::Activate };
+            let expected = if close {
+                Wakeup::Exit
+            } else {
+                Wakeup::Activate
+            };
             assert_eq!(t.join().unwrap(), expected);
         }
     }

@@ -193,6 +193,9 @@ mod tests {
         let later = (1 << (TAG_BITS - 1)) + 10;
         w.record(later);
         assert_eq!(w.count(later), 1);
+    }
+
+    #[test]
     fn sums_add_and_saturate() {
         let w = Window::default();
         w.record_n(4, 1_000);
