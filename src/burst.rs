@@ -51,7 +51,8 @@
 //!
 //! - `needed > up`: activate `needed - up` parked slots at once (a large deficit brings
 //!   several up in one tick).
-//! - `needed` at least 25 % below `up - 1`, nothing queued, for `DOWN_TICKS` ticks in a row:
+//! - the formula's value (before rounding and clamping) at least 25 % below `up - 1`,
+//!   nothing queued, for `DOWN_TICKS` ticks in a row:
 //!   park one burst slot (the most recently activated whose keep-alive has passed). One per
 //!   decision, so capacity comes down gradually; the streak and the margin are the hysteresis
 //!   that keeps it from flapping.
@@ -201,23 +202,23 @@ pub(crate) fn decide(i: &Inputs, surplus_ticks: &mut u32) -> Decision {
         ended_rate,
         busy_rate,
     } = i.load;
-    let needed = if ended_rate > 0.0 {
+    // Workers needed, before rounding: what the rule's formula gives.
+    let raw = if ended_rate > 0.0 {
         let service_secs = busy_rate / ended_rate * 1e-9;
-        let workers = arrival_rate * service_secs / TARGET_UTILIZATION
-            + i.queued as f64 * service_secs / i.horizon_secs;
-        workers.ceil() as usize
+        arrival_rate * service_secs / TARGET_UTILIZATION
+            + i.queued as f64 * service_secs / i.horizon_secs
     } else if i.queued > 0 {
-        i.up + 1
+        (i.up + 1) as f64
     } else {
-        i.base
+        0.0
     };
-    let needed = needed.clamp(i.base, i.max);
+    let needed = (raw.ceil() as usize).clamp(i.base, i.max);
     if needed > i.up {
         *surplus_ticks = 0;
         return Decision::Up(needed - i.up);
     }
-    let surplus =
-        i.queued == 0 && i.up > i.base && needed as f64 * SURPLUS_MARGIN <= (i.up - 1) as f64;
+    // Compared unrounded and unclamped, so an idle pool (raw 0) parks down to base.
+    let surplus = i.queued == 0 && i.up > i.base && raw * SURPLUS_MARGIN <= (i.up - 1) as f64;
     if !surplus {
         *surplus_ticks = 0;
         return Decision::Hold;
@@ -399,6 +400,18 @@ mod tests {
         assert_eq!(decide(&idle, &mut streak), Decision::Hold);
         assert_eq!(decide(&idle, &mut streak), Decision::Hold);
         assert_eq!(decide(&idle, &mut streak), Decision::Down);
+    }
+
+    #[test]
+    fn an_idle_pool_parks_down_to_base() {
+        let mut streak = 0;
+        let mut up = 4;
+        for _ in 0..20 {
+            if decide(&inputs(0.0, 0.0, 0.0, 0, up), &mut streak) == Decision::Down {
+                up -= 1;
+            }
+        }
+        assert_eq!(up, 2);
     }
 
     #[test]
