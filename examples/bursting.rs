@@ -3,12 +3,10 @@
 //! `cargo run --release --example bursting`
 //!
 //! Two base workers take waves of CPU-heavy tasks (a few milliseconds of spinning each), with
-//! a priority task or two in every wave. A sampler thread prints `stats()` every 50 ms: active
-//! workers, queued normal and priority tasks, pending tasks, and burst workers.
-//!
-//! The manager is configured for bursting (`max_worker_count`, `burst_interval`): extra workers
-//! for a queue that keeps growing. The burst controller is not implemented yet, so the
-//! `burst` column stays 0 for now; this example shows it once bursting lands.
+//! a priority task or two in every wave. Two more worker slots were made at build and wait
+//! parked: the burst controller activates them when a wave's backlog builds up and parks them
+//! again when the pool is idle. A sampler thread prints `stats()` every 50 ms (active, burst
+//! and parked workers, queue depths), and a collector prints each burst event as it happens.
 
 use std::io;
 use std::sync::Arc;
@@ -16,15 +14,29 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tasker::{TaskContext, TaskHandle, TaskManager};
+use tasker::{MetricsCollector, TaskContext, TaskHandle, TaskManager, WorkerEvent};
 
 /// Tasks per wave: each wave is bigger than the last.
 const WAVES: [usize; 3] = [40, 80, 120];
 /// One task in this many is submitted with priority.
 const PRIORITY_EVERY: usize = 25;
 const TASK_COST: Duration = Duration::from_millis(5);
-const PAUSE_BETWEEN_WAVES: Duration = Duration::from_millis(250);
+const PAUSE_BETWEEN_WAVES: Duration = Duration::from_millis(700);
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+/// Prints burst events as they happen.
+struct BurstLog(Instant);
+
+impl MetricsCollector for BurstLog {
+    fn record_worker_event(&self, event: WorkerEvent) {
+        let at = self.0.elapsed().as_millis();
+        match event {
+            WorkerEvent::BurstUp { worker } => println!("  {at:>4}ms  + worker {worker} up"),
+            WorkerEvent::BurstDown { worker } => println!("  {at:>4}ms  - worker {worker} parked"),
+            _ => {}
+        }
+    }
+}
 
 /// The resource: a scratch buffer each worker reuses.
 struct Scratch {
@@ -48,20 +60,23 @@ fn heavy(scratch: &mut Scratch, cost: Duration, ctx: &TaskContext) -> Result<u64
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let start = Instant::now();
     let manager = TaskManager::builder()
         .on_create(|| Ok::<_, io::Error>(Scratch { buf: vec![1; 1024] }))
         .worker_count(2)
         .max_worker_count(4)
-        .burst_interval(Duration::from_millis(100))
+        .burst_interval(Duration::from_millis(50))
+        .burst_keep_alive(Duration::from_millis(200))
+        .metrics_window(Duration::from_millis(500))
+        .metrics_collector(BurstLog(start))
         .build()?;
     let s = manager.stats();
     println!(
         "{} base workers, up to {} with bursting; waves of {WAVES:?} tasks of {TASK_COST:?} each",
         s.base_workers, s.max_workers
     );
-    println!("\n   time  active  burst  queued  priority  pending");
+    println!("\n   time  active  burst  parked  queued  priority  pending");
 
-    let start = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     let peak_burst = Arc::new(AtomicUsize::new(0));
     let sampler = {
@@ -72,11 +87,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let s = manager.stats();
                 peak_burst.fetch_max(s.burst_workers, Ordering::Relaxed);
                 println!(
-                    "  {:>4}ms  {:>2}/{:<2}  {:>5}  {:>6}  {:>8}  {:>7}",
+                    "  {:>4}ms  {:>2}/{:<2}  {:>5}  {:>6}  {:>6}  {:>8}  {:>7}",
                     start.elapsed().as_millis(),
                     s.active_workers,
                     s.max_workers,
                     s.burst_workers,
+                    s.parked_workers,
                     s.queued_tasks,
                     s.priority_tasks,
                     s.pending_tasks
@@ -108,6 +124,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(Result::is_ok)
         .count();
     let elapsed = start.elapsed();
+    // Idle now: the controller parks the burst slots again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while manager.stats().burst_workers > 0 && Instant::now() < deadline {
+        thread::sleep(SAMPLE_EVERY);
+    }
     done.store(true, Ordering::Relaxed);
     sampler.join().expect("the sampler panicked");
 
@@ -116,7 +137,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\n{ok}/{submitted} tasks ok in {elapsed:.2?} (metrics: {} ok, {} failed)",
         m.total_tasks_completed, m.total_tasks_failed
     );
-    println!("peak burst workers: {}", peak_burst.load(Ordering::Relaxed));
+    println!(
+        "peak burst workers: {}; burst workers now: {}",
+        peak_burst.load(Ordering::Relaxed),
+        manager.stats().burst_workers
+    );
     let stopped = manager.stop();
     println!("stop() = {stopped:?}");
     stopped?;

@@ -59,6 +59,8 @@ pub struct Builder<R, E> {
     metrics_window: Duration,
     collector: Option<Box<dyn MetricsCollector>>,
     logger: Box<dyn Logger>,
+    keep_burst_resources: bool,
+    burst_keep_alive: Duration,
 }
 
 impl<R: Send + 'static, E: Send + 'static> Default for Builder<R, E> {
@@ -85,6 +87,8 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             metrics_window: Duration::from_secs(1),
             collector: None,
             logger: Box::new(TracingLogger),
+            keep_burst_resources: false,
+            burst_keep_alive: Duration::from_secs(1),
         }
     }
 
@@ -128,6 +132,10 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
     }
 
     /// Base plus burst workers. Must be >= `worker_count`. Default: `2 * worker_count`.
+    ///
+    /// Every slot's thread is made at build; slots above `worker_count` start parked, hold no
+    /// resource, and are activated and parked by the burst controller as the load asks.
+    /// Equal to `worker_count`: bursting is off (no controller thread either).
     pub fn max_worker_count(mut self, n: usize) -> Self {
         self.max_worker_count = Some(n);
         self
@@ -136,6 +144,19 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
     /// How often the burst controller decides. Must be non-zero. Default: 100 ms.
     pub fn burst_interval(mut self, interval: Duration) -> Self {
         self.burst_interval = interval;
+        self
+    }
+
+    /// Keep a burst slot's resource while it is parked, for resources that are expensive to
+    /// create (it is destroyed at shutdown). Default: false (destroyed when the slot parks).
+    pub fn keep_burst_resources(mut self, keep: bool) -> Self {
+        self.keep_burst_resources = keep;
+        self
+    }
+
+    /// The least time a burst slot stays up once activated. Default: 1 s.
+    pub fn burst_keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.burst_keep_alive = keep_alive;
         self
     }
 
@@ -232,11 +253,14 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
         Ok(max)
     }
 
-    /// Starts the workers. Returns once every worker holds its resource; if any `on_create`
-    /// fails, destroys everything already made and returns the error.
+    /// Starts the workers: one thread per slot (`max_worker_count` of them) and, when there
+    /// are burst slots, the burst controller's thread. No thread is made after this returns.
+    /// Returns once every base worker holds its resource; if any `on_create` fails, destroys
+    /// everything already made and returns the error.
     pub fn build(self) -> Result<TaskManager<R, E>, BuildError<E>> {
         let max_workers = self.validate()?;
-        let n = self.worker_count;
+        let base = self.worker_count;
+        let n = max_workers;
         let hooks = Hooks {
             on_create: self.on_create.expect("validated"),
             on_destroy: self.on_destroy,
@@ -245,7 +269,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
 
         // The run_task pool, made on this thread.
         let pool = ResourcePool::new();
-        for _ in 0..self.resource_pool_size.unwrap_or(n) {
+        for _ in 0..self.resource_pool_size.unwrap_or(base) {
             match hooks.create() {
                 Ok(r) => pool.put(r),
                 Err(e) => {
@@ -283,7 +307,9 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             live_workers: AtomicUsize::new(n),
             start_gate: (Mutex::new(false), Condvar::new()),
             backoff: (Mutex::new(()), Condvar::new()),
-            max_workers,
+            base_workers: base,
+            bursting: max_workers > base,
+            keep_burst_resources: self.keep_burst_resources,
         });
 
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -297,6 +323,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             }
             let init = WorkerInit {
                 index,
+                burst: index >= base,
                 local,
                 core: cores.as_ref().map(|c| c[index % c.len()]),
                 ready: ready_tx.clone(),
@@ -315,7 +342,18 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             }
         }
         drop(ready_tx);
-        for _ in 0..threads.len() {
+        if failure.is_none() && shared.bursting {
+            let controller_shared = shared.clone();
+            let (interval, keep_alive) = (self.burst_interval, self.burst_keep_alive);
+            match thread::Builder::new()
+                .name(format!("{}-burst", self.thread_name_prefix))
+                .spawn(move || crate::burst::controller(&controller_shared, interval, keep_alive))
+            {
+                Ok(handle) => threads.push(handle),
+                Err(e) => failure = Some(BuildError::Spawn(e)),
+            }
+        }
+        for _ in 0..threads.len().min(n) {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {

@@ -40,6 +40,7 @@
 #![warn(missing_docs)]
 
 mod builder;
+mod burst;
 mod completion;
 mod error;
 mod lifecycle;

@@ -124,6 +124,17 @@ impl Log<'_> {
         ));
     }
 
+    pub(crate) fn burst(&self, worker: usize, up: bool) {
+        let what = if up { "up (burst)" } else { "parked" };
+        self.0.info(&format!("worker {worker}: {what}"));
+    }
+
+    pub(crate) fn burst_create_failed(&self, worker: usize) {
+        self.warn(format_args!(
+            "worker {worker}: on_create failed while activating a burst slot; it stays parked"
+        ));
+    }
+
     pub(crate) fn shutdown(&self, kill: bool) {
         let how = if kill { "kill" } else { "stop" };
         self.0.info(&format!("shutdown begun ({how})"));

@@ -4,6 +4,7 @@ use std::cell::Cell;
 
 use crossbeam_utils::CachePadded;
 
+use crate::burst::SlotState;
 use crate::lifecycle::{Admitted, Finished, Lifecycle};
 use crate::log::{Log, Logger};
 use crate::metrics::{Metrics, TaskStats, WorkerMetrics};
@@ -16,6 +17,8 @@ use crate::sync::{Arc, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
 /// Per-worker state others may read.
 #[derive(Default)]
 pub(crate) struct WorkerSlot {
+    /// For burst slots, parked or up (see `burst`); unused by base workers.
+    pub(crate) state: SlotState,
     /// Holds a resource and takes tasks. Written only by the worker.
     pub(crate) active: AtomicBool,
     /// Totals, rate windows and published histograms (see `metrics`).
@@ -32,7 +35,13 @@ pub(crate) struct Shared<R, E> {
     pub(crate) max_retries: u32,
     /// Read by every `TaskContext::is_cancelled`; set by `kill`.
     pub(crate) cancelled: Arc<AtomicBool>,
+    /// Every slot: `base_workers` base workers, then the burst slots up to `max_worker_count`.
     pub(crate) workers: Box<[CachePadded<WorkerSlot>]>,
+    pub(crate) base_workers: usize,
+    /// Whether there are burst slots (and so a controller, and busy-time accounting).
+    pub(crate) bursting: bool,
+    /// Keep a burst slot's resource while it is parked.
+    pub(crate) keep_burst_resources: bool,
     pub(crate) metrics: Metrics,
     pub(crate) logger: Box<dyn Logger>,
     /// Worker threads not yet exited; the last one out empties the pool.
@@ -41,7 +50,6 @@ pub(crate) struct Shared<R, E> {
     pub(crate) start_gate: (Mutex<bool>, Condvar),
     /// Workers whose `on_create` failed sleep here between attempts; shutdown notifies it.
     pub(crate) backoff: (Mutex<()>, Condvar),
-    pub(crate) max_workers: usize,
 }
 
 thread_local! {
@@ -88,8 +96,14 @@ impl<R, E> Shared<R, E> {
     }
 
     /// Wakes every thread that waits on a state change: sleeping workers, submitters waiting
-    /// for queue room, workers backing off after a failed `on_create`.
+    /// for queue room, workers backing off after a failed `on_create`, the burst controller,
+    /// and (once closed) parked burst slots.
     pub(crate) fn wake_all(&self) {
+        if self.lifecycle.is_closed() {
+            for w in &self.workers[self.base_workers..] {
+                w.state.close();
+            }
+        }
         self.sleep.wake_all();
         if let Some(cap) = &self.capacity {
             cap.wake_all();
@@ -159,16 +173,26 @@ impl<R, E> Shared<R, E> {
     }
 
     pub(crate) fn stats(&self) -> TaskStats {
+        let burst = self.burst_up();
         TaskStats {
-            base_workers: self.workers.len(),
+            base_workers: self.base_workers,
             active_workers: self.active_workers(),
-            burst_workers: 0,
-            max_workers: self.max_workers,
+            burst_workers: burst,
+            parked_workers: self.workers.len() - self.base_workers - burst,
+            max_workers: self.workers.len(),
             queued_tasks: self.queues.normal_len(),
             priority_tasks: self.queues.priority_len(),
             pending_tasks: self.lifecycle.pending(),
             available_resources: self.pool.len(),
         }
+    }
+
+    /// Burst slots up (activating, active, or asked to park and not parked yet).
+    pub(crate) fn burst_up(&self) -> usize {
+        self.workers[self.base_workers..]
+            .iter()
+            .filter(|w| w.state.is_up())
+            .count()
     }
 
     pub(crate) fn active_workers(&self) -> usize {

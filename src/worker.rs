@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 use crossbeam_deque::Worker;
 use crossbeam_utils::Backoff;
 
+use crate::burst::{self, Wakeup};
 use crate::completion::{Claim, Delivered};
 use crate::error::{TaskError, panic_message};
 use crate::metrics::Ended;
@@ -58,6 +59,8 @@ use crate::task::{BoxJob, TaskContext};
 /// Everything a worker thread starts with.
 pub(crate) struct WorkerInit<R, E> {
     pub(crate) index: usize,
+    /// A burst slot: starts parked, without a resource (see `burst`).
+    pub(crate) burst: bool,
     pub(crate) local: Worker<Queued<R, E>>,
     pub(crate) core: Option<core_affinity::CoreId>,
     /// Where the first `on_create` outcome is reported to `build`.
@@ -90,11 +93,15 @@ pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
     {
         shared.log().pin_failed(init.index, core.id);
     }
-    let resource = match shared.hooks.create() {
+    let resource = match if init.burst {
+        Ok(None)
+    } else {
+        shared.hooks.create().map(Some)
+    } {
         Ok(r) => {
             // The receiver lives until every worker reported.
             let _ = init.ready.send(Ok(()));
-            Some(r)
+            r
         }
         Err(e) => {
             let _ = init.ready.send(Err(e));
@@ -112,12 +119,17 @@ pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
         resource: None,
         recorder: LocalRecorder::new(),
         last_clock: None,
+        burst: init.burst,
         shared: &shared,
     };
     if let Some(r) = resource {
         worker.set_resource(r);
     }
-    worker.run();
+    if init.burst {
+        worker.burst_loop();
+    } else {
+        let _ = worker.run();
+    }
     worker.release_resource();
     worker
         .recorder
@@ -137,6 +149,24 @@ struct WorkerLoop<'a, R, E> {
     recorder: LocalRecorder,
     /// The last clock read, while it can still serve as "now" (no search since).
     last_clock: Option<Instant>,
+    /// A burst slot (it may be asked to park).
+    burst: bool,
+}
+
+/// Why the worker loop returned.
+#[must_use]
+enum RunEnd {
+    /// Drained: the thread exits.
+    Exit,
+    /// A burst slot was asked to park.
+    Park,
+}
+
+/// What the search for a task found.
+enum Next<R, E> {
+    Task(Queued<R, E>),
+    Exit,
+    Park,
 }
 
 /// The parts of a task that outlive delivering it, for the tally and the collector.
@@ -156,28 +186,102 @@ impl Seen {
 }
 
 impl<R, E> WorkerLoop<'_, R, E> {
-    fn run(&mut self) {
+    fn run(&mut self) -> RunEnd {
         loop {
-            if self.resource.is_none()
-                && !self.make_resource()
-                && self.shared.lifecycle.is_drained()
-            {
-                return;
+            if self.park_requested() {
+                return RunEnd::Park;
+            }
+            if self.resource.is_none() && !self.make_resource() {
+                if self.shared.lifecycle.is_drained() {
+                    return RunEnd::Exit;
+                }
+                if self.park_requested() {
+                    return RunEnd::Park;
+                }
             }
             // Here the worker holds a resource, or the manager is being killed (tasks are then
             // resolved without one).
             match self.next_task() {
-                Some(queued) => self.handle(queued),
-                None => return,
+                Next::Task(queued) => self.handle(queued),
+                Next::Exit => return RunEnd::Exit,
+                Next::Park => return RunEnd::Park,
             }
         }
     }
 
-    /// Finds a task: search, spin with backoff, then sleep. `None` once drained.
-    fn next_task(&mut self) -> Option<Queued<R, E>> {
+    /// A burst slot's thread: parked until activated, then a worker until asked to park.
+    fn burst_loop(&mut self) {
+        let shared = self.shared;
+        loop {
+            let wakeup = self
+                .slot
+                .state
+                .wait_activation(|| shared.lifecycle.is_closed());
+            if wakeup == Wakeup::Exit || shared.lifecycle.is_drained() {
+                return;
+            }
+            if self.resource.is_none() {
+                match shared.hooks.create() {
+                    Ok(r) => self.set_resource(r),
+                    Err(_) => {
+                        shared.log().burst_create_failed(self.index);
+                        if let Some(c) = &shared.metrics.collector {
+                            c.record_worker_event(WorkerEvent::ResourceCreationFailed {
+                                worker: self.index,
+                            });
+                        }
+                        // No task was taken: nothing to hand back.
+                        let _ = self.slot.state.parked();
+                        continue;
+                    }
+                }
+            } else {
+                // A resource kept while parked.
+                self.slot.active.store(true, Ordering::Relaxed);
+            }
+            burst::event(shared, WorkerEvent::BurstUp { worker: self.index });
+            match self.run() {
+                RunEnd::Exit => return,
+                RunEnd::Park => self.park(),
+            }
+        }
+    }
+
+    /// A burst slot parks between tasks: hands its queued tasks back, lets go of its resource
+    /// (unless kept), and stores `PARKED`.
+    #[cold]
+    fn park(&mut self) {
+        let shared = self.shared;
+        while let Some(queued) = self.local.pop() {
+            shared.queues.normal.push(queued);
+        }
+        // Whatever is queued now is for the other workers: make sure one is awake for it.
+        if shared.queues.has_work() {
+            shared.sleep.notify_one();
+        }
+        if shared.keep_burst_resources {
+            self.slot.active.store(false, Ordering::Relaxed);
+        } else {
+            self.release_resource();
+        }
+        self.recorder.publish(&self.slot.metrics.published, true);
+        self.last_clock = None;
+        // `false`: activated again meanwhile; the next wait returns at once.
+        let _ = self.slot.state.parked();
+        burst::event(shared, WorkerEvent::BurstDown { worker: self.index });
+    }
+
+    #[inline]
+    fn park_requested(&self) -> bool {
+        self.burst && self.slot.state.park_requested()
+    }
+
+    /// Finds a task: search, spin with backoff, then sleep. `Exit` once drained; `Park` when a
+    /// burst slot is asked to park instead of sleeping.
+    fn next_task(&mut self) -> Next<R, E> {
         let shared = self.shared;
         if let Some(task) = shared.queues.find_task(self.index, &self.local) {
-            return Some(task);
+            return Next::Task(task);
         }
         // Searching: the last clock read no longer stands for "now".
         self.last_clock = None;
@@ -188,10 +292,13 @@ impl<R, E> WorkerLoop<'_, R, E> {
                 if woken {
                     shared.sleep.work_found(shared.queues.has_work());
                 }
-                return Some(task);
+                return Next::Task(task);
             }
             if shared.lifecycle.is_drained() {
-                return None;
+                return Next::Exit;
+            }
+            if self.park_requested() {
+                return Next::Park;
             }
             if !backoff.is_completed() {
                 backoff.snooze();
@@ -203,7 +310,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
             let slept = shared.sleep.sleep(|| {
                 if let Some(task) = shared.queues.find_task(self.index, &self.local) {
                     Some(Ok(task))
-                } else if shared.lifecycle.is_drained() {
+                } else if shared.lifecycle.is_drained() || self.park_requested() {
                     Some(Err(()))
                 } else {
                     None
@@ -212,9 +319,10 @@ impl<R, E> WorkerLoop<'_, R, E> {
             match slept {
                 Slept::Found(task) => {
                     shared.sleep.work_found(shared.queues.has_work());
-                    return Some(task);
+                    return Next::Task(task);
                 }
-                Slept::Exit => return None,
+                Slept::Exit if shared.lifecycle.is_drained() => return Next::Exit,
+                Slept::Exit => return Next::Park,
                 Slept::Woken => {
                     woken = true;
                     backoff.reset();
@@ -328,6 +436,11 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let wait_nanos = started_at
             .saturating_duration_since(seen.queued_at)
             .as_nanos() as u64;
+        if shared.bursting {
+            shared
+                .metrics
+                .worker_busy(&self.slot.metrics.tally, exec_nanos, finished_at);
+        }
         self.recorder.record(exec_nanos, wait_nanos);
         shared.metrics.timed(exec_nanos, wait_nanos);
         if self.recorder.tick(
@@ -446,7 +559,12 @@ impl<R, E> WorkerLoop<'_, R, E> {
     #[cold]
     fn make_resource(&mut self) -> bool {
         let shared = self.shared;
-        let gave_up = || shared.lifecycle.is_killed() || shared.lifecycle.is_drained();
+        let (burst, slot) = (self.burst, self.slot);
+        let gave_up = || {
+            shared.lifecycle.is_killed()
+                || shared.lifecycle.is_drained()
+                || (burst && slot.state.park_requested())
+        };
         let mut delay = CREATE_BACKOFF_MIN;
         // Searching for a resource is not running a task: read the clock afresh after.
         self.last_clock = None;

@@ -249,6 +249,7 @@ fn allocations_per_task() {
     let manager: Manager = TaskManager::builder()
         .on_create(|| Ok::<u64, Infallible>(0))
         .worker_count(2)
+        .max_worker_count(2)
         .build()
         .expect("build");
     let mut reserved: Handles = Vec::with_capacity(TASKS.max(WARMUP));

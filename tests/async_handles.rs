@@ -11,7 +11,11 @@ use tasker::{TaskContext, TaskError};
 #[test]
 fn handles_can_be_awaited_with_block_on() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(2).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(2)
+        .max_worker_count(2)
+        .build()
+        .unwrap();
     let h = m.queue_task_async(|_: &mut Conn, _: &TaskContext| Ok(String::from("awaited")));
     assert_eq!(futures::executor::block_on(h), Ok(String::from("awaited")));
 
@@ -45,7 +49,11 @@ fn handles_can_be_awaited_with_block_on() {
 #[tokio::test(flavor = "multi_thread")]
 async fn handles_can_be_awaited_in_a_tokio_runtime() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(2).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(2)
+        .max_worker_count(2)
+        .build()
+        .unwrap();
     let v = m
         .queue_task_async(|c: &mut Conn, _: &TaskContext| Ok(c.id + 1000))
         .await
@@ -70,7 +78,11 @@ async fn handles_can_be_awaited_in_a_tokio_runtime() {
 #[tokio::test(flavor = "multi_thread")]
 async fn many_handles_can_be_joined_in_a_tokio_runtime() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(2).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(2)
+        .max_worker_count(2)
+        .build()
+        .unwrap();
     let handles: Vec<_> = (0..200u64)
         .map(|i| {
             m.queue_task_async(move |_: &mut Conn, _: &TaskContext| {
@@ -95,7 +107,11 @@ async fn many_handles_can_be_joined_in_a_tokio_runtime() {
 #[test]
 fn is_finished_becomes_true() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(1).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
     let gate = Gate::new();
     let waiter = gate.waiter();
     let h = m.queue_task_async(move |_: &mut Conn, _: &TaskContext| {
@@ -118,7 +134,11 @@ fn is_finished_becomes_true() {
 #[test]
 fn wait_timeout_returns_the_handle_and_it_still_delivers_later() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(1).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
     let gate = Gate::new();
     let waiter = gate.waiter();
     let h = m.queue_task_async(move |_: &mut Conn, _: &TaskContext| {
@@ -144,7 +164,11 @@ fn wait_timeout_returns_the_handle_and_it_still_delivers_later() {
 #[test]
 fn dropping_a_handle_does_not_cancel_the_task() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(1).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let h = m.queue_task_async(move |_: &mut Conn, _: &TaskContext| {
         tx.send(()).unwrap();

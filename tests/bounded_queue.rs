@@ -22,6 +22,7 @@ fn blocked(
 ) -> (TaskManager<Conn, DbError>, Gate, TaskHandle<(), DbError>) {
     let m = builder(counts)
         .worker_count(1)
+        .max_worker_count(1)
         .queue_capacity(cap)
         .build()
         .unwrap();
@@ -139,6 +140,7 @@ fn retries_are_never_refused() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .queue_capacity(1)
         .max_retries(1)
         .build()

@@ -16,7 +16,11 @@ fn blocked_manager(
     Gate,
     tasker::TaskHandle<(), DbError>,
 ) {
-    let m = builder(counts).worker_count(1).build().unwrap();
+    let m = builder(counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
     let gate = Gate::new();
     let waiter = gate.waiter();
     let blocker = m.queue_task_async(move |_: &mut Conn, _: &TaskContext| {
@@ -98,7 +102,11 @@ fn cancelling_queued_tasks_of_every_handle_mode() {
 #[test]
 fn cancel_on_a_running_task_returns_false() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(1).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
     let gate = Gate::new();
     let waiter = gate.waiter();
     let h = m.queue_task_async(move |_: &mut Conn, _: &TaskContext| {
@@ -115,7 +123,11 @@ fn cancel_on_a_running_task_returns_false() {
 #[test]
 fn cancel_on_a_finished_task_returns_false() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(1).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
     let h = m.queue_task_async(|_: &mut Conn, _: &TaskContext| Ok(9));
     assert!(eventually(|| h.is_finished()));
     assert!(!h.cancel(), "the task already finished");
@@ -133,6 +145,7 @@ fn cancel_on_a_task_queued_for_a_retry_returns_false() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .max_retries(1)
         .build()
         .unwrap();

@@ -267,6 +267,7 @@ fn random_mix(seed: u64) {
     let recorder = Arc::new(Recorder::default());
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .max_retries(MAX_RETRIES)
         .metrics_collector(recorder.clone())
         .build()
@@ -522,6 +523,7 @@ fn replacements_on_several_workers_name_a_valid_worker() {
     let recorder = Arc::new(Recorder::default());
     let m = builder(&counts)
         .worker_count(WORKERS)
+        .max_worker_count(WORKERS)
         .max_retries(1)
         .metrics_collector(recorder.clone())
         .build()
@@ -564,6 +566,7 @@ fn refused_tasks_after_stop_produce_no_events() {
     let recorder = Arc::new(Recorder::default());
     let m = builder(&counts)
         .worker_count(2)
+        .max_worker_count(2)
         .metrics_collector(recorder.clone())
         .build()
         .unwrap();
@@ -626,6 +629,7 @@ fn a_failing_on_create_while_replacing_is_a_worker_event() {
     // The first WORKERS resources (no pool) are made; the next FAILURES calls fail.
     let m = failing_create_builder(&counts, WORKERS, FAILURES)
         .worker_count(WORKERS)
+        .max_worker_count(WORKERS)
         .resource_pool_size(0)
         .max_retries(1)
         .metrics_collector(recorder.clone())
@@ -676,6 +680,7 @@ fn a_retry_killed_while_its_worker_cannot_make_a_resource() {
     // One worker; after its first resource, on_create fails (practically) forever.
     let m = failing_create_builder(&counts, 1, usize::MAX / 2)
         .worker_count(1)
+        .max_worker_count(1)
         .resource_pool_size(0)
         .max_retries(3)
         .metrics_collector(recorder.clone())
@@ -731,6 +736,7 @@ fn a_task_cancelled_before_a_kill_is_reported_cancelled() {
     let recorder = Arc::new(Recorder::default());
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .metrics_collector(recorder.clone())
         .build()
         .unwrap();
@@ -796,6 +802,7 @@ fn a_task_queued_after_the_previous_one_finished_does_not_start_before_it_was_qu
     let recorder = Arc::new(Recorder::default());
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .metrics_collector(recorder.clone())
         .build()
         .unwrap();
@@ -836,7 +843,10 @@ fn a_task_queued_after_the_previous_one_finished_does_not_start_before_it_was_qu
 /// The same deterministic workload, with or without a collector.
 fn workload(collector: Option<Arc<Recorder>>) -> TaskMetrics {
     let counts = Counts::new();
-    let mut b = builder(&counts).worker_count(2).max_retries(MAX_RETRIES);
+    let mut b = builder(&counts)
+        .worker_count(2)
+        .max_worker_count(2)
+        .max_retries(MAX_RETRIES);
     if let Some(c) = collector {
         b = b.metrics_collector(c);
     }
@@ -932,6 +942,7 @@ fn a_collector_is_called_on_the_thread_where_the_event_happens() {
     let threads = Arc::new(Threads::default());
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .thread_name_prefix("collector-test")
         .metrics_collector(threads.clone())
         .build()

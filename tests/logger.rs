@@ -75,6 +75,7 @@ fn a_panicking_callback_is_an_error_line() {
     let log = Capture::default();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .logger(log.clone())
         .build()
         .unwrap();
@@ -125,6 +126,7 @@ fn an_unhealthy_error_is_an_info_line_about_the_replaced_resource() {
     let log = Capture::default();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .max_retries(0)
         .logger(log.clone())
         .build()
@@ -156,6 +158,7 @@ fn a_panicking_task_is_an_info_line_about_the_replaced_resource() {
     let log = Capture::default();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .logger(log.clone())
         .build()
         .unwrap();
@@ -176,6 +179,7 @@ fn stop_is_an_info_line_about_shutdown() {
     let log = Capture::default();
     let m = builder(&counts)
         .worker_count(2)
+        .max_worker_count(2)
         .logger(log.clone())
         .build()
         .unwrap();
@@ -194,6 +198,7 @@ fn kill_is_an_info_line_about_shutdown() {
     let log = Capture::default();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .logger(log.clone())
         .build()
         .unwrap();
@@ -218,6 +223,7 @@ fn a_failing_on_destroy_is_a_warn_line() {
         })
         .pin_workers(false)
         .worker_count(2)
+        .max_worker_count(2)
         .resource_pool_size(1)
         .logger(log.clone())
         .build()
@@ -265,6 +271,7 @@ fn a_failing_on_create_while_replacing_is_a_warn_line() {
         .check_health(common::healthy)
         .pin_workers(false)
         .worker_count(1)
+        .max_worker_count(1)
         .resource_pool_size(0)
         .max_retries(1)
         .logger(log.clone())
@@ -298,6 +305,7 @@ fn successful_tasks_write_no_line_above_debug() {
     let log = Capture::default();
     let m = builder(&counts)
         .worker_count(2)
+        .max_worker_count(2)
         .logger(log.clone())
         .build()
         .unwrap();

@@ -60,6 +60,7 @@ fn totals_equal_a_known_mix_of_outcomes() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(2)
+        .max_worker_count(2)
         .max_retries(3)
         .build()
         .unwrap();
@@ -171,6 +172,7 @@ fn run_task_outcomes_are_counted_including_a_failed_temporary_resource() {
         .check_health(common::healthy)
         .pin_workers(false)
         .worker_count(1)
+        .max_worker_count(1)
         .resource_pool_size(0)
         .build()
         .unwrap();
@@ -219,7 +221,11 @@ fn execution_percentiles_bound_tasks_that_sleep() {
     const OK: usize = 30;
     const BROKEN_ONCE: usize = 5;
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(2).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(2)
+        .max_worker_count(2)
+        .build()
+        .unwrap();
     let handles: Vec<_> = (0..OK + BROKEN_ONCE)
         .map(|i| {
             let mut inner = task(if i < OK { Kind::Ok } else { Kind::BrokenOnce });
@@ -256,7 +262,11 @@ fn execution_percentiles_bound_tasks_that_sleep() {
 fn tasks_queued_behind_a_blocked_worker_show_their_wait() {
     const BLOCKED: Duration = Duration::from_millis(20);
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(1).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
     let gate = Gate::new();
     let waiter = gate.waiter();
     let blocker = m.queue_task_async(move |_: &mut Conn, _: &TaskContext| {
@@ -289,6 +299,7 @@ fn rates_over_a_long_window_count_the_workload() {
     let t0 = Instant::now();
     let m = builder(&counts)
         .worker_count(2)
+        .max_worker_count(2)
         .metrics_window(Duration::from_secs(60))
         .build()
         .unwrap();
@@ -328,6 +339,7 @@ fn rates_fall_to_zero_once_the_window_has_passed() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(2)
+        .max_worker_count(2)
         .max_retries(1)
         .metrics_window(WINDOW)
         .build()
@@ -373,6 +385,7 @@ fn rates_still_count_events_after_an_idle_gap() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .resource_pool_size(1)
         .metrics_window(WINDOW)
         .build()
@@ -408,7 +421,11 @@ fn rates_still_count_events_after_an_idle_gap() {
 fn a_snapshot_while_every_worker_sleeps_includes_the_finished_latencies() {
     const TASKS: u64 = 25;
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(2).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(2)
+        .max_worker_count(2)
+        .build()
+        .unwrap();
     // Quick tasks: the periodic publish (every few ms of work) will not catch the last ones;
     // only the publish before parking does.
     let handles: Vec<_> = (0..TASKS)
@@ -436,6 +453,7 @@ fn metrics_from_another_thread_while_tasks_run_never_blocks() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(2)
+        .max_worker_count(2)
         .max_retries(1)
         .build()
         .unwrap();

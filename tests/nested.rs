@@ -16,7 +16,11 @@ type Outcome<T> = Result<T, TaskError<DbError>>;
 fn a_blocking_queue_task_from_inside_a_task_returns_would_deadlock() {
     let counts = Counts::new();
     // One worker: a nested blocking wait would deadlock for real.
-    let m = builder(&counts).worker_count(1).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
     let inner_ran = Arc::new(AtomicBool::new(false));
     let (mm, ran) = (m.clone(), inner_ran.clone());
     let outer = m.queue_task_async(move |_: &mut Conn, _: &TaskContext| {
@@ -54,7 +58,11 @@ fn a_blocking_queue_task_from_inside_a_task_returns_would_deadlock() {
 #[test]
 fn queue_task_async_from_inside_a_task_works() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(1).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
     let mm = m.clone();
     // The outer task returns the inner handle without waiting on it.
     let inner = m
@@ -72,7 +80,11 @@ fn queue_task_async_from_inside_a_task_works() {
 #[test]
 fn a_callback_submission_from_inside_a_task_works() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(1).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
     let (tx, rx) = mpsc::channel();
     let mm = m.clone();
     m.queue_task_once(move |_: &mut Conn, _: &TaskContext| {
@@ -94,8 +106,16 @@ fn a_callback_submission_from_inside_a_task_works() {
 #[test]
 fn a_blocking_submission_to_another_manager_from_inside_a_task_is_allowed() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(1).build().unwrap();
-    let other = builder(&counts).worker_count(1).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
+    let other = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
     let o = other.clone();
     let r = m
         .queue_task_async(move |_: &mut Conn, _: &TaskContext| {
@@ -114,6 +134,7 @@ fn run_task_from_inside_a_task_works() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .resource_pool_size(1)
         .build()
         .unwrap();

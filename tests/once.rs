@@ -13,6 +13,7 @@ use tasker::{TaskContext, TaskError, TaskManager};
 fn manager(counts: &Counts) -> TaskManager<Conn, DbError> {
     builder(counts)
         .worker_count(1)
+        .max_worker_count(1)
         .resource_pool_size(0)
         .max_retries(3)
         .build()

@@ -12,7 +12,11 @@ use tasker::{TaskContext, TaskError};
 #[test]
 fn a_panicking_task_gives_panicked_with_the_message() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(1).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
 
     let r = m.queue_task(|_: &mut Conn, _: &TaskContext| -> Result<(), DbError> {
         panic!("boom: static str")
@@ -43,6 +47,7 @@ fn a_panicking_task_is_not_retried() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .max_retries(3)
         .build()
         .unwrap();
@@ -65,6 +70,7 @@ fn the_pool_keeps_working_after_a_panic_with_a_fresh_resource() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .resource_pool_size(0)
         .build()
         .unwrap();
@@ -101,6 +107,7 @@ fn a_panicking_callback_does_not_take_the_worker_down() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .resource_pool_size(0)
         .build()
         .unwrap();
@@ -143,7 +150,11 @@ fn a_panicking_callback_does_not_take_the_worker_down() {
 #[test]
 fn panicked_tasks_are_counted_in_metrics() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(2).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(2)
+        .max_worker_count(2)
+        .build()
+        .unwrap();
     let handles: Vec<_> = (0..3)
         .map(|_| {
             m.queue_task_async(|_: &mut Conn, _: &TaskContext| -> Result<(), DbError> {

@@ -16,7 +16,11 @@ fn run_blocked(
     queue: impl FnOnce(&TaskManager<Conn, DbError>, &Arc<Mutex<Vec<usize>>>),
 ) -> Vec<usize> {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(1).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
     let gate = Gate::new();
     let waiter = gate.waiter();
     let blocker = m.queue_task_async(move |_: &mut Conn, _: &TaskContext| {

@@ -24,6 +24,7 @@ fn a_scrape_shows_the_counts_of_a_known_workload() {
         .on_create(|| Ok::<(), io::Error>(()))
         .check_health(|e: &io::Error| e.kind() != io::ErrorKind::BrokenPipe)
         .worker_count(2)
+        .max_worker_count(2)
         .pin_workers(false)
         .max_retries(1)
         .thread_name_prefix("scrape")

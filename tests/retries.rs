@@ -26,6 +26,7 @@ fn unhealthy_errors_are_retried_until_max_retries_with_a_new_resource_each_time(
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .resource_pool_size(0)
         .max_retries(2)
         .build()
@@ -84,6 +85,7 @@ fn a_task_broken_once_succeeds_on_attempt_two() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(2)
+        .max_worker_count(2)
         .max_retries(2)
         .build()
         .unwrap();
@@ -115,6 +117,7 @@ fn healthy_errors_are_not_retried() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .resource_pool_size(0)
         .max_retries(5)
         .build()
@@ -153,6 +156,7 @@ fn max_retries_zero_never_retries() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .resource_pool_size(0)
         .max_retries(0)
         .build()
@@ -183,6 +187,7 @@ fn retried_tasks_are_counted_and_every_resource_is_destroyed_after_stop() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(2)
+        .max_worker_count(2)
         .max_retries(2)
         .build()
         .unwrap();
@@ -213,7 +218,11 @@ fn retried_tasks_are_counted_and_every_resource_is_destroyed_after_stop() {
 #[test]
 fn the_default_is_three_retries() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(1).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
     let seen = Seen::default();
     let outcome = m.queue_task(always_broken(&seen));
     assert!(matches!(

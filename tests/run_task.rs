@@ -13,6 +13,7 @@ fn run_task_uses_a_pooled_resource() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .resource_pool_size(1)
         .build()
         .unwrap();
@@ -38,6 +39,7 @@ fn run_task_with_an_empty_pool_makes_a_temporary_resource() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .resource_pool_size(0)
         .build()
         .unwrap();
@@ -80,6 +82,7 @@ fn run_task_with_failing_on_create_and_an_empty_pool_gives_resource_creation() {
             }
         })
         .worker_count(1)
+        .max_worker_count(1)
         .resource_pool_size(0)
         .pin_workers(false)
         .build()
@@ -106,7 +109,11 @@ fn run_task_with_failing_on_create_and_an_empty_pool_gives_resource_creation() {
 #[test]
 fn run_task_after_stop_gives_shutting_down() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(1).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
     m.stop().unwrap();
     let ran = AtomicBool::new(false);
     let r = m.run_task(|_: &mut Conn, _: &TaskContext| {
@@ -127,6 +134,7 @@ fn stats_available_resources_reflects_the_pool() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .resource_pool_size(3)
         .build()
         .unwrap();
@@ -154,6 +162,7 @@ fn run_task_replaces_a_broken_pooled_resource_and_does_not_retry() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(1)
+        .max_worker_count(1)
         .resource_pool_size(1)
         .max_retries(3)
         .build()

@@ -14,7 +14,11 @@ type Outcome<T> = Result<T, TaskError<DbError>>;
 #[test]
 fn blocking_modes_return_the_value() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(2).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(2)
+        .max_worker_count(2)
+        .build()
+        .unwrap();
 
     let a = m.queue_task(|_: &mut Conn, _: &TaskContext| Ok(String::from("normal")));
     let b = m.queue_task_with_priority(|_: &mut Conn, _: &TaskContext| Ok(vec![1u8, 2, 3]));
@@ -42,7 +46,11 @@ fn blocking_modes_return_the_value() {
 #[test]
 fn callback_modes_deliver_exactly_once() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(2).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(2)
+        .max_worker_count(2)
+        .build()
+        .unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::channel::<(&'static str, Outcome<u32>)>();
 
@@ -108,7 +116,11 @@ fn callback_modes_deliver_exactly_once() {
 #[test]
 fn async_handles_wait_for_the_value() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(2).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(2)
+        .max_worker_count(2)
+        .build()
+        .unwrap();
     let h1 = m.queue_task_async(|c: &mut Conn, _: &TaskContext| Ok(c.id < 100));
     let h2 = m.queue_task_with_priority_async(|_: &mut Conn, _: &TaskContext| Ok("p"));
     let h3 = m.queue_task_once_async(|_: &mut Conn, _: &TaskContext| Ok(3i64));
@@ -124,7 +136,11 @@ fn async_handles_wait_for_the_value() {
 #[test]
 fn every_submission_mode_returns_the_value() {
     let counts = Counts::new();
-    let m = builder(&counts).worker_count(2).build().unwrap();
+    let m = builder(&counts)
+        .worker_count(2)
+        .max_worker_count(2)
+        .build()
+        .unwrap();
     let (tx, rx) = mpsc::channel::<(u32, Outcome<u32>)>();
     let cb = |k: u32| {
         let tx = tx.clone();

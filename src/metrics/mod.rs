@@ -51,6 +51,8 @@ pub(crate) struct Tally {
     pub(crate) completions: Window,
     pub(crate) failures: Window,
     pub(crate) retries: Window,
+    /// Nanoseconds spent running tasks (recorded only while bursting is on).
+    pub(crate) busy: Window,
 }
 
 /// A worker's metrics: its tally and its published histograms.
@@ -210,6 +212,29 @@ impl Metrics {
         self.facade.ended(ended);
     }
 
+    /// A worker ran a task for `exec_nanos`, ending at `at` (for the burst controller).
+    #[inline]
+    pub(crate) fn worker_busy(&self, tally: &Tally, exec_nanos: u64, at: Instant) {
+        tally.busy.record_n(self.tick(at), exec_nanos);
+    }
+
+    /// The load over the window ending now, as the burst controller reads it.
+    pub(crate) fn load<'a>(&self, workers: impl Iterator<Item = &'a WorkerMetrics>) -> Load {
+        let nanos = self.nanos(Instant::now());
+        let tick = self.ticks.tick(nanos);
+        let (mut ended, mut busy) = (0, 0);
+        for w in workers {
+            ended += w.tally.completions.count(tick) + w.tally.failures.count(tick);
+            busy += w.tally.busy.count(tick);
+        }
+        let arrivals = self.arrivals.iter().map(|w| w.count(tick)).sum();
+        Load {
+            arrival_rate: window::rate(arrivals, &self.ticks, nanos),
+            ended_rate: window::rate(ended, &self.ticks, nanos),
+            busy_rate: window::rate(busy, &self.ticks, nanos),
+        }
+    }
+
     /// A `run_task` call ended at `at`.
     pub(crate) fn outside_ended(&self, ended: Ended, at: Instant) {
         self.outside.record_shared(ended, self.tick(at));
@@ -303,6 +328,17 @@ impl Metrics {
     }
 }
 
+/// Rates over the metrics window, for the burst controller.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Load {
+    /// Tasks accepted per second.
+    pub(crate) arrival_rate: f64,
+    /// Tasks ended (any outcome) by workers per second.
+    pub(crate) ended_rate: f64,
+    /// Nanoseconds of task execution per second, summed over workers.
+    pub(crate) busy_rate: f64,
+}
+
 fn quantile(h: &Histogram<u64>, q: f64) -> Duration {
     Duration::from_nanos(h.value_at_quantile(q))
 }
@@ -315,8 +351,10 @@ pub struct TaskStats {
     pub base_workers: usize,
     /// Workers that hold a resource and take tasks.
     pub active_workers: usize,
-    /// Burst workers currently active (0 while bursting is off).
+    /// Burst slots up: activated by the controller and not parked (0 while bursting is off).
     pub burst_workers: usize,
+    /// Burst slots parked (`max_workers - base_workers - burst_workers`).
+    pub parked_workers: usize,
     /// Workers allowed at most (`max_worker_count`).
     pub max_workers: usize,
     /// Normal tasks waiting in a queue.

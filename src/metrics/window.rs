@@ -80,16 +80,21 @@ impl Window {
     /// Counts one event at `tick`.
     #[inline]
     pub(crate) fn record(&self, tick: u64) {
+        self.record_n(tick, 1);
+    }
+
+    /// Adds `n` at `tick` (for sums such as busy nanoseconds). Saturates at 2^40 - 1 a bucket.
+    #[inline]
+    pub(crate) fn record_n(&self, tick: u64, n: u64) {
         let bucket = &self.buckets[(tick % BUCKETS as u64) as usize];
         let t = tag(tick);
+        let n = n.min(COUNT_MASK);
         let mut current = bucket.load(Ordering::Relaxed);
         loop {
             let current_tag = current >> COUNT_BITS;
             let next = if current_tag == t {
-                if current & COUNT_MASK == COUNT_MASK {
-                    return; // saturated
-                }
-                current + 1
+                let count = ((current & COUNT_MASK) + n).min(COUNT_MASK);
+                (t << COUNT_BITS) | count
             } else if current != 0 && tag_distance(t, current_tag) < STALE_TOLERANCE {
                 // The bucket counts a tick a little ahead of this one: this recorder stalled
                 // between reading the clock and recording, and its event is too old. (A tag
@@ -97,7 +102,7 @@ impl Window {
                 // around: restart it.)
                 return;
             } else {
-                (t << COUNT_BITS) | 1
+                (t << COUNT_BITS) | n
             };
             match bucket.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
             {
@@ -188,6 +193,16 @@ mod tests {
         let later = (1 << (TAG_BITS - 1)) + 10;
         w.record(later);
         assert_eq!(w.count(later), 1);
+    }
+
+    #[test]
+    fn sums_add_and_saturate() {
+        let w = Window::default();
+        w.record_n(4, 1_000);
+        w.record_n(4, 234);
+        assert_eq!(w.count(4), 1_234);
+        w.record_n(5, u64::MAX);
+        assert_eq!(w.count(5), 1_234 + COUNT_MASK);
     }
 
     #[test]

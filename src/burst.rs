@@ -1,0 +1,470 @@
+//! Bursting: worker slots above `worker_count`, made at build, parked and unparked by a
+//! rate-based controller. No thread is ever spawned after `build` returns.
+//!
+//! # Slot states
+//!
+//! Each burst slot has one state word (also its futex):
+//!
+//! ```text
+//!            activate (controller)            request_park (controller)
+//!   PARKED ─────────────────────────> ACTIVE ───────────────────────────> PARK_REQUESTED
+//!     ^  │                              ^  │ on_create failed (slot)              │  │
+//!     │  │ close (shutdown)             │  └──────────> PARKED                    │  │
+//!     │  v                              └───── activate again (controller) ───────┘  │
+//!   CLOSED                                                                           │
+//!     └───────────────────────── parked (slot, between tasks) <──────────────────────┘
+//! ```
+//!
+//! Who moves what: the controller moves `PARKED -> ACTIVE` and `ACTIVE -> PARK_REQUESTED`
+//! (and back); the slot's own thread moves `ACTIVE -> PARKED` (its `on_create` failed) and
+//! `PARK_REQUESTED -> PARKED` (it parked); shutdown moves `PARKED -> CLOSED`. Every move is a
+//! compare-and-swap, so two movers never both win.
+//!
+//! A slot parks itself only between tasks: it notices `PARK_REQUESTED` before it looks for a
+//! task or before it sleeps, hands its local deque back to the normal injector, destroys its
+//! resource (unless `keep_burst_resources`), and stores `PARKED`. A running task is never
+//! interrupted.
+//!
+//! # Why a parked slot cannot miss shutdown
+//!
+//! A parked slot loops: load its state; if `PARKED`, check the lifecycle's `CLOSED` bit, then
+//! `futex_wait(state, PARKED)`. Shutdown sets `CLOSED` first, then CASes every `PARKED` slot to
+//! `CLOSED` and wakes it. All SeqCst: either the slot's check sees `CLOSED`, or shutdown's CAS
+//! comes after the slot stored `PARKED` and changes the word, so the wait returns at once.
+//!
+//! # The controller
+//!
+//! One thread made at build (only when `max_worker_count > worker_count`). A dedicated thread
+//! rather than a worker's tick: bursting matters most when every worker is busy with long
+//! tasks, and then no worker would get to its tick. Every `burst_interval` it reads, over the
+//! metrics window: the arrival rate `λ`, the rate at which workers end tasks `μ`, the busy
+//! time per second `B` (nanoseconds of execution per second, all workers), and the queued
+//! tasks `q`. With the mean service time `S = B / μ`:
+//!
+//! ```text
+//!   needed = ceil( λ·S / TARGET_UTILIZATION  +  q·S / horizon )      clamped to [base, max]
+//! ```
+//!
+//! the workers that keep up with arrivals at 80 % utilisation, plus those that clear the
+//! backlog within one metrics window (`horizon`). With no task ended in the window but tasks
+//! queued (every worker stuck on something long), `needed = up + 1`.
+//!
+//! - `needed > up`: activate `needed - up` parked slots at once (a large deficit brings
+//!   several up in one tick).
+//! - the formula's value (before rounding and clamping) at least 25 % below `up - 1`,
+//!   nothing queued, for `DOWN_TICKS` ticks in a row:
+//!   park one burst slot (the most recently activated whose keep-alive has passed). One per
+//!   decision, so capacity comes down gradually; the streak and the margin are the hysteresis
+//!   that keeps it from flapping.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::metrics::Load;
+use crate::metrics::collector::WorkerEvent;
+use crate::shared::Shared;
+use crate::sync::{AtomicU32, Ordering, futex};
+
+pub(crate) const PARKED: u32 = 0;
+pub(crate) const ACTIVE: u32 = 1;
+pub(crate) const PARK_REQUESTED: u32 = 2;
+pub(crate) const CLOSED: u32 = 3;
+
+/// Workers are sized to run at this utilisation.
+const TARGET_UTILIZATION: f64 = 0.8;
+/// Scale down only when `needed * SURPLUS_MARGIN <= up - 1`...
+const SURPLUS_MARGIN: f64 = 1.25;
+/// ...for this many decisions in a row.
+const DOWN_TICKS: u32 = 3;
+
+/// What a parked slot's wait ended with.
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Wakeup {
+    /// The controller activated the slot.
+    Activate,
+    /// Shutdown: the slot's thread exits.
+    Exit,
+}
+
+/// A burst slot's state word.
+#[derive(Default)]
+pub(crate) struct SlotState(AtomicU32);
+
+impl SlotState {
+    pub(crate) fn load(&self) -> u32 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Whether the slot is up (activating, active, or asked to park but not parked yet).
+    pub(crate) fn is_up(&self) -> bool {
+        matches!(self.load(), ACTIVE | PARK_REQUESTED)
+    }
+
+    /// A slot thread: waits while parked. `closed` reads the lifecycle's `CLOSED` bit.
+    pub(crate) fn wait_activation(&self, closed: impl Fn() -> bool) -> Wakeup {
+        loop {
+            match self.load() {
+                ACTIVE => return Wakeup::Activate,
+                CLOSED => return Wakeup::Exit,
+                _ => {
+                    if closed() {
+                        return Wakeup::Exit;
+                    }
+                    futex::wait(&self.0, PARKED);
+                }
+            }
+        }
+    }
+
+    /// A slot thread: the controller asked it to park.
+    #[inline]
+    pub(crate) fn park_requested(&self) -> bool {
+        self.0.load(Ordering::Acquire) == PARK_REQUESTED
+    }
+
+    /// A slot thread: parked after a request, or gave up activating. `false` if the
+    /// controller activated it again meanwhile (it then stays up).
+    pub(crate) fn parked(&self) -> bool {
+        self.0
+            .compare_exchange(PARK_REQUESTED, PARKED, Ordering::SeqCst, Ordering::SeqCst)
+            .or_else(|_| {
+                self.0
+                    .compare_exchange(ACTIVE, PARKED, Ordering::SeqCst, Ordering::SeqCst)
+            })
+            .is_ok()
+    }
+
+    /// Controller: `PARKED -> ACTIVE` (or cancels a pending park request) and wakes the slot.
+    fn activate(&self) -> bool {
+        let ok = self
+            .0
+            .compare_exchange(PARKED, ACTIVE, Ordering::SeqCst, Ordering::SeqCst)
+            .or_else(|_| {
+                self.0
+                    .compare_exchange(PARK_REQUESTED, ACTIVE, Ordering::SeqCst, Ordering::SeqCst)
+            })
+            .is_ok();
+        if ok {
+            futex::wake_one(&self.0);
+        }
+        ok
+    }
+
+    /// Controller: `ACTIVE -> PARK_REQUESTED`.
+    fn request_park(&self) -> bool {
+        self.0
+            .compare_exchange(ACTIVE, PARK_REQUESTED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Shutdown: `PARKED -> CLOSED`, waking the slot so it exits.
+    pub(crate) fn close(&self) {
+        if self
+            .0
+            .compare_exchange(PARKED, CLOSED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            futex::wake_all(&self.0);
+        }
+    }
+}
+
+/// The controller's inputs at one decision.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Inputs {
+    pub(crate) load: Load,
+    /// Tasks waiting in the queues.
+    pub(crate) queued: usize,
+    /// Workers up: base plus burst slots up.
+    pub(crate) up: usize,
+    pub(crate) base: usize,
+    pub(crate) max: usize,
+    /// Seconds to clear a backlog in (the metrics window).
+    pub(crate) horizon_secs: f64,
+}
+
+/// The controller's decision.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Activate this many slots.
+    Up(usize),
+    /// Park one slot.
+    Down,
+    Hold,
+}
+
+/// The rule in the module docs. `surplus_ticks` carries the hysteresis streak between calls.
+pub(crate) fn decide(i: &Inputs, surplus_ticks: &mut u32) -> Decision {
+    let Load {
+        arrival_rate,
+        ended_rate,
+        busy_rate,
+    } = i.load;
+    // Workers needed, before rounding: what the rule's formula gives.
+    let raw = if ended_rate > 0.0 {
+        let service_secs = busy_rate / ended_rate * 1e-9;
+        arrival_rate * service_secs / TARGET_UTILIZATION
+            + i.queued as f64 * service_secs / i.horizon_secs
+    } else if i.queued > 0 {
+        (i.up + 1) as f64
+    } else {
+        0.0
+    };
+    let needed = (raw.ceil() as usize).clamp(i.base, i.max);
+    if needed > i.up {
+        *surplus_ticks = 0;
+        return Decision::Up(needed - i.up);
+    }
+    // Compared unrounded and unclamped, so an idle pool (raw 0) parks down to base.
+    let surplus = i.queued == 0 && i.up > i.base && raw * SURPLUS_MARGIN <= (i.up - 1) as f64;
+    if !surplus {
+        *surplus_ticks = 0;
+        return Decision::Hold;
+    }
+    *surplus_ticks += 1;
+    if *surplus_ticks >= DOWN_TICKS {
+        *surplus_ticks = 0;
+        Decision::Down
+    } else {
+        Decision::Hold
+    }
+}
+
+/// The controller thread's body.
+pub(crate) fn controller<R, E>(shared: &Shared<R, E>, interval: Duration, keep_alive: Duration) {
+    let base = shared.base_workers;
+    let max = shared.workers.len();
+    let mut activated_at: Vec<Option<Instant>> = vec![None; max];
+    let mut surplus_ticks = 0;
+    let mut next = Instant::now() + interval;
+    loop {
+        // Sleep until the next tick; shutdown notifies this condvar (see `Shared::wake_all`).
+        {
+            let mut lock = shared.backoff.0.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if shared.lifecycle.is_closed() {
+                    return;
+                }
+                let now = Instant::now();
+                if now >= next {
+                    break;
+                }
+                lock = shared
+                    .backoff
+                    .1
+                    .wait_timeout(lock, next - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        next += interval;
+        let now = Instant::now();
+        if next < now {
+            next = now + interval;
+        }
+
+        let burst = &shared.workers[base..];
+        let up = base + burst.iter().filter(|w| w.state.is_up()).count();
+        let inputs = Inputs {
+            load: shared
+                .metrics
+                .load(shared.workers.iter().map(|w| &w.metrics)),
+            queued: shared.queues.normal_len() + shared.queues.priority_len(),
+            up,
+            base,
+            max,
+            horizon_secs: shared.metrics.ticks.window().as_secs_f64(),
+        };
+        match decide(&inputs, &mut surplus_ticks) {
+            Decision::Up(n) => {
+                let mut left = n;
+                for (i, w) in burst.iter().enumerate() {
+                    if left == 0 {
+                        break;
+                    }
+                    if !w.state.is_up() && w.state.activate() {
+                        activated_at[base + i] = Some(now);
+                        left -= 1;
+                    }
+                }
+            }
+            Decision::Down => {
+                let candidate = (base..max).rev().find(|&i| {
+                    shared.workers[i].state.load() == ACTIVE
+                        && activated_at[i].is_none_or(|t| now.duration_since(t) >= keep_alive)
+                });
+                if let Some(i) = candidate
+                    && shared.workers[i].state.request_park()
+                {
+                    // An idle slot sleeps in the worker sleep protocol: wake it to see this.
+                    shared.sleep.wake_all();
+                }
+            }
+            Decision::Hold => {}
+        }
+        thread::yield_now();
+    }
+}
+
+/// Reports a burst event to the logger and the collector.
+pub(crate) fn event<R, E>(shared: &Shared<R, E>, event: WorkerEvent) {
+    let log = shared.log();
+    match event {
+        WorkerEvent::BurstUp { worker } => log.burst(worker, true),
+        WorkerEvent::BurstDown { worker } => log.burst(worker, false),
+        _ => {}
+    }
+    if let Some(c) = &shared.metrics.collector {
+        c.record_worker_event(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(arrival: f64, ended: f64, service_ms: f64, queued: usize, up: usize) -> Inputs {
+        Inputs {
+            load: Load {
+                arrival_rate: arrival,
+                ended_rate: ended,
+                busy_rate: ended * service_ms * 1e6,
+            },
+            queued,
+            up,
+            base: 2,
+            max: 8,
+            horizon_secs: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_deficit_brings_several_slots_up_at_once() {
+        let mut streak = 0;
+        // 1000 tasks/s of 4 ms need 5 workers at 80 %: from 2, three more at once.
+        assert_eq!(
+            decide(&inputs(1000.0, 500.0, 4.0, 0, 2), &mut streak),
+            Decision::Up(3)
+        );
+        // A backlog adds workers to clear it within the horizon: 500 queued × 4 ms = 2 more.
+        assert_eq!(
+            decide(&inputs(1000.0, 500.0, 4.0, 500, 2), &mut streak),
+            Decision::Up(5)
+        );
+    }
+
+    #[test]
+    fn never_above_max_or_below_base() {
+        let mut streak = 0;
+        assert_eq!(
+            decide(&inputs(1e6, 1.0, 1000.0, 0, 2), &mut streak),
+            Decision::Up(6)
+        );
+        assert_eq!(
+            decide(&inputs(1e6, 1.0, 1000.0, 0, 8), &mut streak),
+            Decision::Hold
+        );
+        for _ in 0..10 {
+            assert_eq!(
+                decide(&inputs(0.0, 0.0, 0.0, 0, 2), &mut streak),
+                Decision::Hold
+            );
+        }
+    }
+
+    #[test]
+    fn stuck_workers_with_a_backlog_get_one_more() {
+        let mut streak = 0;
+        assert_eq!(
+            decide(&inputs(0.0, 0.0, 0.0, 10, 3), &mut streak),
+            Decision::Up(1)
+        );
+    }
+
+    #[test]
+    fn scaling_down_waits_for_a_streak_of_surplus() {
+        let mut streak = 0;
+        let idle = inputs(10.0, 10.0, 1.0, 0, 6);
+        assert_eq!(decide(&idle, &mut streak), Decision::Hold);
+        assert_eq!(decide(&idle, &mut streak), Decision::Hold);
+        assert_eq!(decide(&idle, &mut streak), Decision::Down);
+        // The streak restarts after a decision...
+        assert_eq!(decide(&idle, &mut streak), Decision::Hold);
+        // ...and after any tick without surplus.
+        assert_eq!(
+            decide(&inputs(10.0, 10.0, 1.0, 3, 6), &mut streak),
+            Decision::Hold
+        );
+        assert_eq!(decide(&idle, &mut streak), Decision::Hold);
+        assert_eq!(decide(&idle, &mut streak), Decision::Hold);
+        assert_eq!(decide(&idle, &mut streak), Decision::Down);
+    }
+
+    #[test]
+    fn an_idle_pool_parks_down_to_base() {
+        let mut streak = 0;
+        let mut up = 4;
+        for _ in 0..20 {
+            if decide(&inputs(0.0, 0.0, 0.0, 0, up), &mut streak) == Decision::Down {
+                up -= 1;
+            }
+        }
+        assert_eq!(up, 2);
+    }
+
+    #[test]
+    fn a_small_surplus_does_not_scale_down() {
+        let mut streak = 0;
+        // 1000/s of 4 ms needs 5 workers; with 6 up the margin is not met: hold forever.
+        for _ in 0..10 {
+            assert_eq!(
+                decide(&inputs(1000.0, 1000.0, 4.0, 0, 6), &mut streak),
+                Decision::Hold
+            );
+        }
+    }
+
+    #[test]
+    fn slot_state_transitions() {
+        let s = SlotState::default();
+        assert!(!s.is_up());
+        assert!(!s.request_park(), "a parked slot cannot be asked to park");
+        assert!(s.activate());
+        assert!(s.is_up());
+        assert!(s.request_park());
+        assert!(s.park_requested());
+        assert!(s.activate(), "a pending park request can be cancelled");
+        assert!(!s.park_requested());
+        assert!(s.request_park());
+        assert!(s.parked());
+        assert!(!s.is_up());
+        s.close();
+        assert_eq!(s.load(), CLOSED);
+        assert!(!s.activate(), "a closed slot stays closed");
+        assert_eq!(s.wait_activation(|| false), Wakeup::Exit);
+    }
+
+    #[test]
+    fn a_parked_slot_wakes_on_activation_and_on_close() {
+        for close in [false, true] {
+            let s = std::sync::Arc::new(SlotState::default());
+            let t = {
+                let s = s.clone();
+                std::thread::spawn(move || s.wait_activation(|| false))
+            };
+            if close {
+                s.close();
+            } else {
+                assert!(s.activate());
+            }
+            let expected = if close {
+                Wakeup::Exit
+            } else {
+                Wakeup::Activate
+            };
+            assert_eq!(t.join().unwrap(), expected);
+        }
+    }
+}
