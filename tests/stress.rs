@@ -600,6 +600,11 @@ fn round(seed: u64, kind: Kind) {
         })
         .check_health(|e: &Fail| !matches!(e, Fail::Unhealthy(_)))
         .worker_count(workers)
+        // Up to two burst slots, with a controller quick enough to move them during a round.
+        .max_worker_count(workers + rng.below(3) as usize)
+        .burst_interval(Duration::from_millis(1))
+        .burst_keep_alive(Duration::ZERO)
+        .metrics_window(Duration::from_millis(20))
         .max_retries(MAX_RETRIES)
         .resource_pool_size(rng.below(3) as usize)
         .pin_workers(false)
