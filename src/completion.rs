@@ -181,24 +181,41 @@ thread_local! {
 /// ```
 #[must_use = "a handle does nothing unless waited on; dropping it does not cancel the task"]
 pub struct TaskHandle<T, E> {
-    slot: Arc<Slot<T, E>>,
+    /// The slot, inside the allocation it shares with its task (see `task::HandleCell`).
+    cell: Arc<dyn AsSlot<T, E>>,
+}
+
+/// Gives the handle its slot, wherever the slot lives.
+pub(crate) trait AsSlot<T, E>: Send + Sync {
+    fn slot(&self) -> &Slot<T, E>;
+}
+
+impl<T: Send, E: Send> AsSlot<T, E> for Slot<T, E> {
+    fn slot(&self) -> &Slot<T, E> {
+        self
+    }
 }
 
 impl<T, E> TaskHandle<T, E> {
-    pub(crate) fn new(slot: Arc<Slot<T, E>>) -> Self {
-        TaskHandle { slot }
+    pub(crate) fn new(cell: Arc<dyn AsSlot<T, E>>) -> Self {
+        TaskHandle { cell }
+    }
+
+    #[inline]
+    fn slot(&self) -> &Slot<T, E> {
+        self.cell.slot()
     }
 
     /// True once the task has an outcome (done, failed, refused or cancelled).
     pub fn is_finished(&self) -> bool {
-        self.slot.is_finished()
+        self.slot().is_finished()
     }
 
     /// Cancels the task if it has not started. Returns `true` when it had not started and now
     /// never will (its outcome is then [`TaskError::Cancelled`]); `false` when it already ran,
     /// is running, or already has an outcome.
     pub fn cancel(&self) -> bool {
-        self.slot.cancel()
+        self.slot().cancel()
     }
 
     /// Blocks until the task has an outcome.
@@ -222,15 +239,15 @@ impl<T, E> TaskHandle<T, E> {
     fn wait_until(self, deadline: Option<Instant>) -> Result<Result<T, TaskError<E>>, Self> {
         let backoff = Backoff::new();
         while !backoff.is_completed() {
-            if let Some(outcome) = self.slot.try_take() {
+            if let Some(outcome) = self.slot().try_take() {
                 return Ok(outcome);
             }
             backoff.snooze();
         }
-        THREAD_WAKER.with(|waker| self.slot.waker.register(waker));
+        THREAD_WAKER.with(|waker| self.slot().waker.register(waker));
         loop {
             // Registered before this check: a fill after it wakes us (see module docs).
-            if let Some(outcome) = self.slot.try_take() {
+            if let Some(outcome) = self.slot().try_take() {
                 return Ok(outcome);
             }
             match deadline {
@@ -253,11 +270,11 @@ impl<T, E> Future for TaskHandle<T, E> {
     /// # Panics
     /// If polled again after it returned `Ready` (as most futures do).
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(outcome) = self.slot.try_take() {
+        if let Some(outcome) = self.slot().try_take() {
             return Poll::Ready(outcome);
         }
-        self.slot.waker.register(cx.waker());
-        match self.slot.try_take() {
+        self.slot().waker.register(cx.waker());
+        match self.slot().try_take() {
             Some(outcome) => Poll::Ready(outcome),
             None => Poll::Pending,
         }
@@ -273,44 +290,22 @@ impl<T, E> fmt::Debug for TaskHandle<T, E> {
 }
 
 /// A callback panicked while receiving an outcome (its message); the caller logs it.
+#[derive(Debug)]
 pub(crate) struct CallbackPanic(pub(crate) String);
 
 /// What handing over an outcome ended with.
 pub(crate) type Delivered = Result<(), CallbackPanic>;
 
-/// Where a task's outcome goes.
-pub(crate) trait Deliver<T, E>: Send + 'static {
-    /// Called by the worker before the first run.
-    fn claim(&mut self) -> Claim;
-    /// Hands over the outcome. Called exactly once per accepted task.
-    fn deliver(self, outcome: Result<T, TaskError<E>>) -> Delivered;
-}
-
-impl<T: Send + 'static, E: Send + 'static> Deliver<T, E> for Arc<Slot<T, E>> {
-    #[inline]
-    fn claim(&mut self) -> Claim {
-        Slot::claim(self)
-    }
-    #[inline]
-    fn deliver(self, outcome: Result<T, TaskError<E>>) -> Delivered {
-        self.fill(outcome);
-        Ok(())
-    }
-}
-
 /// A user callback. Its panics are caught and reported (to be logged): they never take a
 /// worker down.
 pub(crate) struct Callback<C>(pub(crate) C);
 
-impl<T, E, C> Deliver<T, E> for Callback<C>
-where
-    C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
-{
-    #[inline]
-    fn claim(&mut self) -> Claim {
-        Claim::Held
-    }
-    fn deliver(self, outcome: Result<T, TaskError<E>>) -> Delivered {
+impl<C> Callback<C> {
+    /// Hands over the outcome (the callback runs on this thread).
+    pub(crate) fn deliver<T, E>(self, outcome: Result<T, TaskError<E>>) -> Delivered
+    where
+        C: FnOnce(Result<T, TaskError<E>>),
+    {
         let cb = self.0;
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(outcome)))
             .map_err(|payload| CallbackPanic(crate::error::panic_message(payload.as_ref())))

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::builder::Builder;
-use crate::completion::{Callback, Deliver, Slot, TaskHandle};
+use crate::completion::TaskHandle;
 use crate::error::{ShutdownError, TaskError, panic_message};
 use crate::lifecycle::Finished;
 use crate::metrics::collector::{TaskLifecycle, TaskOutcome, WorkerEvent};
@@ -16,7 +16,7 @@ use crate::resource_pool::CreateError;
 use crate::scheduler::Queued;
 use crate::shared::Shared;
 use crate::sync::{Arc, AtomicU32, Condvar, Mutex, Ordering};
-use crate::task::{Body, Many, Once, TaskCell, TaskContext};
+use crate::task::{self, Body, JobRef, Many, Once, TaskContext};
 
 const RUNNING: u32 = 0;
 const STOPPING: u32 = 1;
@@ -172,12 +172,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
 
     /// The one enqueue path: admission (queue room, then the shutdown gate), then one task
     /// cell pushed to an injector. A refused task is answered here, on the caller's thread.
-    fn submit<T, B, D>(&self, body: B, delivery: D, priority: bool, blocking: bool)
-    where
-        T: Send + 'static,
-        B: Body<R, E, T>,
-        D: Deliver<T, E>,
-    {
+    fn submit(&self, job: JobRef<R, E>, priority: bool, blocking: bool) {
         let shared = &*self.inner.shared;
         if let Some(cap) = &shared.capacity {
             let reserved = if blocking {
@@ -191,14 +186,12 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
                 } else {
                     TaskError::QueueFull
                 };
-                return self.refused(delivery, error);
+                return self.refused(job, error);
             }
         }
         match shared.lifecycle.admit() {
             Ok(ticket) => {
-                let queued_at = Instant::now();
-                shared.metrics.arrival(queued_at, priority);
-                let job = Box::new(TaskCell::new(body, delivery, priority, queued_at));
+                shared.metrics.arrival(job.queued_at(), priority);
                 shared.push(Queued { job, ticket }, priority);
             }
             Err(drained) => {
@@ -208,15 +201,15 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
                 if drained == Finished::Drained {
                     shared.wake_all();
                 }
-                self.refused(delivery, TaskError::ShuttingDown);
+                self.refused(job, TaskError::ShuttingDown);
             }
         }
     }
 
     /// Answers a refused task on the caller's thread.
     #[cold]
-    fn refused<T, D: Deliver<T, E>>(&self, delivery: D, error: TaskError<E>) {
-        if let Err(panic) = delivery.deliver(Err(error)) {
+    fn refused(&self, job: JobRef<R, E>, error: TaskError<E>) {
+        if let Err(panic) = job.fail(error) {
             self.inner.shared.log().callback_panicked(&panic.0);
         }
     }
@@ -229,9 +222,9 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         if self.inner.shared.is_current_worker() {
             return Err(TaskError::WouldDeadlock);
         }
-        let slot = Arc::new(Slot::new());
-        self.submit(body, slot.clone(), priority, true);
-        TaskHandle::new(slot).wait()
+        let (job, handle) = task::with_handle(body, priority, Instant::now());
+        self.submit(job, priority, true);
+        handle.wait()
     }
 
     fn submit_async<T, B>(&self, body: B, priority: bool) -> TaskHandle<T, E>
@@ -239,9 +232,19 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         B: Body<R, E, T>,
     {
-        let slot = Arc::new(Slot::new());
-        self.submit(body, slot.clone(), priority, false);
-        TaskHandle::new(slot)
+        let (job, handle) = task::with_handle(body, priority, Instant::now());
+        self.submit(job, priority, false);
+        handle
+    }
+
+    fn submit_callback<T, B, C>(&self, body: B, cb: C, priority: bool)
+    where
+        T: Send + 'static,
+        B: Body<R, E, T>,
+        C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
+    {
+        let job = task::with_callback(body, cb, priority, Instant::now());
+        self.submit(job, priority, false);
     }
 
     // ----- blocking deliveries -----
@@ -296,7 +299,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
         C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
     {
-        self.submit(Many(f), Callback(cb), false, false);
+        self.submit_callback(Many(f), cb, false);
     }
 
     /// Priority, with a callback.
@@ -306,7 +309,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
         C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
     {
-        self.submit(Many(f), Callback(cb), true, false);
+        self.submit_callback(Many(f), cb, true);
     }
 
     /// At most once, with a callback.
@@ -316,7 +319,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
         C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
     {
-        self.submit(Once(Some(f)), Callback(cb), false, false);
+        self.submit_callback(Once(Some(f)), cb, false);
     }
 
     /// Priority, at most once, with a callback.
@@ -326,7 +329,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
         C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
     {
-        self.submit(Once(Some(f)), Callback(cb), true, false);
+        self.submit_callback(Once(Some(f)), cb, true);
     }
 
     // ----- handle deliveries -----

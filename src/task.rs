@@ -1,10 +1,28 @@
 //! The task cell: one allocation holding the user's closure, its attempt count and where its
-//! outcome goes. The queues carry it as a type-erased [`BoxJob`].
+//! outcome goes. The queues carry it as a type-erased [`JobRef`].
+//!
+//! # One allocation per task
+//!
+//! A callback task is a `Box<TaskCell>` holding the closure and the callback. A handle (or
+//! blocking) task is an `Arc<TaskCell>` holding the closure *and* the completion slot: the
+//! queue's [`JobRef`] and the [`TaskHandle`](crate::TaskHandle) share that one allocation.
+//!
+//! # Who touches what
+//!
+//! A cell's task part (closure, attempt count) and a callback port are in `UnsafeCell`s and
+//! are touched only through the cell's unique [`JobRef`]: a `JobRef` is made once, at
+//! submission, by consuming the only `Box`/`Arc` that can reach the cell as a [`Job`]; it is
+//! not `Clone`; and whoever holds it (the submitter, a queue, then one worker) has it
+//! exclusively. The handle's `Arc` reaches the cell only as `dyn AsSlot`, i.e. only its
+//! completion slot, whose own protocol (`completion`) orders the two sides. So no two threads
+//! ever touch the task part at once, and a worker that passes a `JobRef` on (a retry) hands
+//! over through the queue's own synchronisation.
 
+use std::cell::UnsafeCell;
 use std::marker::PhantomData;
 use std::time::Instant;
 
-use crate::completion::{Claim, Deliver, Delivered};
+use crate::completion::{AsSlot, Callback, Claim, Delivered, Slot};
 use crate::error::TaskError;
 use crate::sync::{Arc, AtomicBool, Ordering};
 
@@ -87,95 +105,233 @@ where
 }
 
 /// A queued task with its type (`T`, closure, delivery) erased.
-pub(crate) trait Job<R, E>: Send {
+///
+/// Methods take `&self` so that one trait serves both owners (`Box` for callback tasks, `Arc`
+/// shared with a handle); the cell's mutable parts are in `UnsafeCell`s that only the holder
+/// of the task's unique [`JobRef`] reaches (see the module docs).
+pub(crate) trait Job<R, E>: Send + Sync {
     /// Takes the task for running. `Cancelled` means it must be dropped unrun.
-    fn claim(&mut self) -> Claim;
+    fn claim(&self) -> Claim;
     /// Counts and returns the attempt about to run (1 for the first).
-    fn begin_attempt(&mut self) -> u32;
+    fn begin_attempt(&self) -> u32;
     /// How many times it ran so far.
     fn attempts(&self) -> u32;
     /// Whether it may run again.
     fn rerunnable(&self) -> bool;
     /// Runs it once. `Ok` means it succeeded and the value was delivered; `Err` hands the error
     /// back so the worker decides (deliver, or retry). May unwind: the worker catches that.
-    fn run(&mut self, resource: &mut R, ctx: &TaskContext) -> Result<Delivered, E>;
-    /// Delivers a final error outcome.
-    fn fail(self: Box<Self>, error: TaskError<E>) -> Delivered;
+    fn run(&self, resource: &mut R, ctx: &TaskContext) -> Result<Delivered, E>;
+    /// Delivers a final error outcome, unless one was already delivered.
+    fn fail(&self, error: TaskError<E>) -> Delivered;
     /// When it was accepted.
     fn queued_at(&self) -> Instant;
     /// Whether it was submitted with priority.
     fn priority(&self) -> bool;
 }
 
-/// What the queues carry.
-pub(crate) type BoxJob<R, E> = Box<dyn Job<R, E>>;
-
-/// The one allocation per queued task.
+/// What the queues carry: the unique reference through which a task is run and answered.
 ///
-/// `D: Deliver` is a bound on the struct itself so that `Drop` can deliver.
-pub(crate) struct TaskCell<B, D: Deliver<T, E>, T, E> {
-    body: B,
-    /// `Some` until the outcome is delivered.
-    delivery: Option<D>,
+/// Dropping one that never delivered answers its submitter with `Killed` (a safety net: every
+/// path delivers explicitly; this is also how a cancelled task's cell is let go, its slot then
+/// ignoring the late outcome).
+pub(crate) struct JobRef<R, E>(Holder<R, E>);
+
+enum Holder<R, E> {
+    Owned(Box<dyn Job<R, E>>),
+    Shared(Arc<dyn Job<R, E>>),
+}
+
+impl<R, E> JobRef<R, E> {
+    #[inline]
+    fn job(&self) -> &dyn Job<R, E> {
+        match &self.0 {
+            Holder::Owned(b) => &**b,
+            Holder::Shared(a) => &**a,
+        }
+    }
+    #[inline]
+    pub(crate) fn claim(&self) -> Claim {
+        self.job().claim()
+    }
+    #[inline]
+    pub(crate) fn begin_attempt(&self) -> u32 {
+        self.job().begin_attempt()
+    }
+    #[inline]
+    pub(crate) fn attempts(&self) -> u32 {
+        self.job().attempts()
+    }
+    #[inline]
+    pub(crate) fn rerunnable(&self) -> bool {
+        self.job().rerunnable()
+    }
+    #[inline]
+    pub(crate) fn run(&self, resource: &mut R, ctx: &TaskContext) -> Result<Delivered, E> {
+        self.job().run(resource, ctx)
+    }
+    #[inline]
+    pub(crate) fn fail(self, error: TaskError<E>) -> Delivered {
+        self.job().fail(error)
+    }
+    #[inline]
+    pub(crate) fn queued_at(&self) -> Instant {
+        self.job().queued_at()
+    }
+    #[inline]
+    pub(crate) fn priority(&self) -> bool {
+        self.job().priority()
+    }
+}
+
+impl<R, E> Drop for JobRef<R, E> {
+    fn drop(&mut self) {
+        // Nobody to tell if a callback panics here: `Callback` already caught it.
+        let _ = self.job().fail(TaskError::Killed);
+    }
+}
+
+/// Where a cell's outcome goes, kept inside the cell.
+pub(crate) trait Port<T, E>: Send + Sync {
+    fn claim(&self) -> Claim;
+    /// Hands over the outcome, unless one was already handed over.
+    fn deliver(&self, outcome: Result<T, TaskError<E>>) -> Delivered;
+}
+
+impl<T: Send, E: Send> Port<T, E> for Slot<T, E> {
+    #[inline]
+    fn claim(&self) -> Claim {
+        Slot::claim(self)
+    }
+    #[inline]
+    fn deliver(&self, outcome: Result<T, TaskError<E>>) -> Delivered {
+        if !self.is_finished() {
+            self.fill(outcome);
+        }
+        Ok(())
+    }
+}
+
+/// A callback, taken when the outcome is handed over.
+pub(crate) struct CallbackPort<C>(UnsafeCell<Option<Callback<C>>>);
+
+impl<C> CallbackPort<C> {
+    pub(crate) fn new(cb: C) -> Self {
+        CallbackPort(UnsafeCell::new(Some(Callback(cb))))
+    }
+}
+
+// SAFETY: (1) the callback is touched only by the holder of the cell's unique `JobRef` (module
+// docs), one thread at a time; (2) it is moved to that thread, so `C: Send` suffices.
+unsafe impl<C: Send> Sync for CallbackPort<C> {}
+
+impl<T, E, C> Port<T, E> for CallbackPort<C>
+where
+    C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
+{
+    #[inline]
+    fn claim(&self) -> Claim {
+        Claim::Held
+    }
+    #[inline]
+    fn deliver(&self, outcome: Result<T, TaskError<E>>) -> Delivered {
+        // SAFETY: only the `JobRef` holder calls `deliver` (module docs): exclusive access.
+        let cb = unsafe { (*self.0.get()).take() };
+        match cb {
+            Some(cb) => cb.deliver(outcome),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The part of a cell only the `JobRef` holder touches.
+struct TaskPart<B> {
+    /// `None` once the outcome was delivered (the closure is dropped early).
+    body: Option<B>,
     attempts: u32,
+}
+
+/// The one allocation per queued task: closure, attempt count, and where the outcome goes.
+pub(crate) struct TaskCell<B, P, T, E> {
+    task: UnsafeCell<TaskPart<B>>,
+    port: P,
     priority: bool,
     queued_at: Instant,
     _types: PhantomData<fn() -> (T, E)>,
 }
 
-impl<B, D: Deliver<T, E>, T, E> TaskCell<B, D, T, E> {
-    pub(crate) fn new(body: B, delivery: D, priority: bool, queued_at: Instant) -> Self {
+// SAFETY: (1) `task` is touched only by the holder of the cell's unique `JobRef` (module
+// docs), one thread at a time, so sharing the cell never shares `task`; (2) the closure moves
+// to that thread, so `B: Send` suffices; (3) `port` brings its own `Sync`.
+unsafe impl<B: Send, P: Sync, T, E> Sync for TaskCell<B, P, T, E> {}
+
+impl<B, P, T, E> TaskCell<B, P, T, E> {
+    fn new(body: B, port: P, priority: bool, queued_at: Instant) -> Self {
         TaskCell {
-            body,
-            delivery: Some(delivery),
-            attempts: 0,
+            task: UnsafeCell::new(TaskPart {
+                body: Some(body),
+                attempts: 0,
+            }),
+            port,
             priority,
             queued_at,
             _types: PhantomData,
         }
     }
+
+    /// # Safety
+    /// Only the holder of the cell's `JobRef` may call this, and must not hold the result
+    /// across another call that reaches `task`.
+    #[allow(clippy::mut_from_ref)]
+    #[inline]
+    unsafe fn task(&self) -> &mut TaskPart<B> {
+        // SAFETY: exclusive by the caller's contract (module docs).
+        unsafe { &mut *self.task.get() }
+    }
 }
 
-impl<R, E, T, B, D> Job<R, E> for TaskCell<B, D, T, E>
+impl<R, E, T, B, P> Job<R, E> for TaskCell<B, P, T, E>
 where
     B: Body<R, E, T>,
-    D: Deliver<T, E>,
+    P: Port<T, E>,
     T: Send + 'static,
-    E: 'static,
+    E: Send + 'static,
 {
     #[inline]
-    fn claim(&mut self) -> Claim {
-        match &mut self.delivery {
-            Some(d) => d.claim(),
-            None => Claim::Cancelled,
-        }
+    fn claim(&self) -> Claim {
+        self.port.claim()
     }
     #[inline]
-    fn begin_attempt(&mut self) -> u32 {
-        self.attempts += 1;
-        self.attempts
+    fn begin_attempt(&self) -> u32 {
+        // SAFETY: called through the unique `JobRef`; the borrow ends here.
+        let task = unsafe { self.task() };
+        task.attempts += 1;
+        task.attempts
     }
     #[inline]
     fn attempts(&self) -> u32 {
-        self.attempts
+        // SAFETY: as above.
+        unsafe { self.task() }.attempts
     }
     #[inline]
     fn rerunnable(&self) -> bool {
         B::RERUNNABLE
     }
     #[inline]
-    fn run(&mut self, resource: &mut R, ctx: &TaskContext) -> Result<Delivered, E> {
-        let value = self.body.call(resource, ctx)?;
-        Ok(match self.delivery.take() {
-            Some(d) => d.deliver(Ok(value)),
-            None => Ok(()),
-        })
+    fn run(&self, resource: &mut R, ctx: &TaskContext) -> Result<Delivered, E> {
+        // SAFETY: called through the unique `JobRef`; the borrow ends before `deliver`, which
+        // does not reach `task`. If the body unwinds, the borrow ends with it.
+        let task = unsafe { self.task() };
+        let Some(body) = task.body.as_mut() else {
+            return Ok(Ok(())); // already delivered: never run again
+        };
+        let value = body.call(resource, ctx)?;
+        task.body = None;
+        Ok(self.port.deliver(Ok(value)))
     }
-    fn fail(mut self: Box<Self>, error: TaskError<E>) -> Delivered {
-        match self.delivery.take() {
-            Some(d) => d.deliver(Err(error)),
-            None => Ok(()),
-        }
+    fn fail(&self, error: TaskError<E>) -> Delivered {
+        // SAFETY: as above; the borrow ends before `deliver`.
+        unsafe { self.task() }.body = None;
+        self.port.deliver(Err(error))
     }
     #[inline]
     fn queued_at(&self) -> Instant {
@@ -187,14 +343,143 @@ where
     }
 }
 
-impl<B, D: Deliver<T, E>, T, E> Drop for TaskCell<B, D, T, E> {
-    /// A safety net: a cell dropped before it delivered still answers its submitter, with
-    /// `Killed`. This is the path of a cancelled cell (its slot ignores the late outcome) and
-    /// of a queue dropped with cells in it; every other path delivers explicitly.
-    fn drop(&mut self) {
-        if let Some(d) = self.delivery.take() {
-            // Nobody to tell if a callback panics here: the catch in `Callback` already ran.
-            let _ = d.deliver(Err(TaskError::Killed));
+impl<B, T, E> AsSlot<T, E> for TaskCell<B, Slot<T, E>, T, E>
+where
+    B: Send,
+    T: Send,
+    E: Send,
+{
+    #[inline]
+    fn slot(&self) -> &Slot<T, E> {
+        &self.port
+    }
+}
+
+/// A callback task: one `Box`.
+pub(crate) fn with_callback<R, E, T, B, C>(
+    body: B,
+    cb: C,
+    priority: bool,
+    queued_at: Instant,
+) -> JobRef<R, E>
+where
+    B: Body<R, E, T>,
+    C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let cell = Box::new(TaskCell::new(
+        body,
+        CallbackPort::new(cb),
+        priority,
+        queued_at,
+    ));
+    JobRef(Holder::Owned(cell))
+}
+
+/// A handle (or blocking) task: one `Arc`, shared by the queue's `JobRef` and the handle.
+pub(crate) fn with_handle<R, E, T, B>(
+    body: B,
+    priority: bool,
+    queued_at: Instant,
+) -> (JobRef<R, E>, crate::TaskHandle<T, E>)
+where
+    B: Body<R, E, T>,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let cell = Arc::new(TaskCell::new(body, Slot::new(), priority, queued_at));
+    let handle = crate::TaskHandle::new(cell.clone());
+    (JobRef(Holder::Shared(cell)), handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn ctx() -> TaskContext {
+        let mut ctx = TaskContext::new(Arc::new(AtomicBool::new(false)));
+        ctx.set_attempt(1);
+        ctx
+    }
+
+    #[test]
+    fn a_handle_cell_runs_and_delivers_through_its_one_allocation() {
+        let (job, handle) = with_handle::<u32, (), _, _>(
+            Many(|r: &mut u32, _: &TaskContext| {
+                *r += 1;
+                Ok(*r)
+            }),
+            false,
+            Instant::now(),
+        );
+        assert_eq!(job.claim(), Claim::Held);
+        assert_eq!(job.begin_attempt(), 1);
+        let mut resource = 41;
+        assert!(matches!(job.run(&mut resource, &ctx()), Ok(Ok(()))));
+        drop(job); // already delivered: the drop net changes nothing
+        assert_eq!(handle.wait(), Ok(42));
+    }
+
+    #[test]
+    fn a_dropped_job_answers_killed_and_a_cancelled_one_stays_cancelled() {
+        let (job, handle) = with_handle::<(), (), u8, _>(
+            Many(|_: &mut (), _: &TaskContext| Ok(1)),
+            true,
+            Instant::now(),
+        );
+        drop(job);
+        assert_eq!(handle.wait(), Err(TaskError::Killed));
+
+        let (job, handle) = with_handle::<(), (), u8, _>(
+            Many(|_: &mut (), _: &TaskContext| Ok(1)),
+            true,
+            Instant::now(),
+        );
+        assert!(handle.cancel());
+        assert_eq!(job.claim(), Claim::Cancelled);
+        drop(job);
+        assert_eq!(handle.wait(), Err(TaskError::Cancelled));
+    }
+
+    #[test]
+    fn a_callback_cell_calls_back_exactly_once() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let job = with_callback::<(), (), u8, _, _>(
+            Once(Some(|_: &mut (), _: &TaskContext| Err(()))),
+            move |r: Result<u8, TaskError<()>>| {
+                assert!(matches!(r, Err(TaskError::Failed { attempts: 1, .. })));
+                c.fetch_add(1, Ordering::SeqCst);
+            },
+            false,
+            Instant::now(),
+        );
+        assert_eq!(job.begin_attempt(), 1);
+        assert!(job.run(&mut (), &ctx()).is_err());
+        let _ = job.fail(TaskError::Failed {
+            error: (),
+            attempts: 1,
+        }); // consumes; the drop net after it changes nothing
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_job_moved_to_another_thread_delivers_to_the_waiting_handle() {
+        for i in 0..100u64 {
+            let (job, handle) = with_handle::<u64, (), u64, _>(
+                Many(move |r: &mut u64, _: &TaskContext| Ok(*r + i)),
+                false,
+                Instant::now(),
+            );
+            let worker = std::thread::spawn(move || {
+                let _ = job.claim();
+                job.begin_attempt();
+                let _ = job.run(&mut 1, &ctx());
+            });
+            assert_eq!(handle.wait(), Ok(1 + i));
+            worker.join().unwrap();
         }
     }
 }

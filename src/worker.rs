@@ -54,7 +54,7 @@ use crate::scheduler::Queued;
 use crate::scheduler::sleep::Slept;
 use crate::shared::{Shared, WorkerSlot};
 use crate::sync::{Arc, Ordering};
-use crate::task::{BoxJob, TaskContext};
+use crate::task::{JobRef, TaskContext};
 
 /// Everything a worker thread starts with.
 pub(crate) struct WorkerInit<R, E> {
@@ -177,7 +177,7 @@ struct Seen {
 }
 
 impl Seen {
-    fn of<R, E>(job: &BoxJob<R, E>) -> Self {
+    fn of<R, E>(job: &JobRef<R, E>) -> Self {
         Seen {
             queued_at: job.queued_at(),
             priority: job.priority(),
@@ -380,7 +380,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
 
     /// Resolves a task without running it (killed, or cancelled through its handle).
     #[cold]
-    fn resolve_unrun(&mut self, job: BoxJob<R, E>, outcome: TaskOutcome) {
+    fn resolve_unrun(&mut self, job: JobRef<R, E>, outcome: TaskOutcome) {
         let seen = Seen::of(&job);
         let attempt = job.attempts();
         let delivered = match outcome {
@@ -396,7 +396,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
 
     fn handle(&mut self, queued: Queued<R, E>) {
         let shared = self.shared;
-        let Queued { mut job, ticket } = queued;
+        let Queued { job, ticket } = queued;
         // Step 1.
         if job.attempts() == 0
             && let Some(cap) = &shared.capacity

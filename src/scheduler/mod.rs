@@ -21,12 +21,12 @@ pub(crate) mod sleep;
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
 use crate::lifecycle::Admitted;
-use crate::task::BoxJob;
+use crate::task::JobRef;
 
 /// What the queues carry: a task and the proof that it was admitted (and so is counted as
 /// pending until its outcome is delivered).
 pub(crate) struct Queued<R, E> {
-    pub(crate) job: BoxJob<R, E>,
+    pub(crate) job: JobRef<R, E>,
     pub(crate) ticket: Admitted,
 }
 
