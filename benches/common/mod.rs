@@ -46,12 +46,18 @@ pub fn measurement_time(full: Duration) -> Duration {
 /// The manager under test: `WORKERS` workers with the builder's defaults, so workers are pinned
 /// one per CPU (round-robin), as a user gets them. The resource is `()`: these suites measure
 /// the task path, not a resource.
+/// A tasker manager with `WORKERS` workers and no burst slots (the peers get exactly
+/// `WORKERS` threads too).
 pub fn tasker_manager() -> TaskManager<(), Infallible> {
+    tasker_builder().build().expect("build tasker manager")
+}
+
+/// The builder behind [`tasker_manager`], for benches that add a knob.
+pub fn tasker_builder() -> tasker::Builder<(), Infallible> {
     TaskManager::builder()
         .on_create(|| Ok::<(), Infallible>(()))
         .worker_count(WORKERS)
-        .build()
-        .expect("build tasker manager")
+        .max_worker_count(WORKERS)
 }
 
 /// A rayon pool with `WORKERS` threads.
