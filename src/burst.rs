@@ -16,8 +16,10 @@
 //! ```
 //!
 //! Who moves what: the controller moves `PARKED -> ACTIVE` and `ACTIVE -> PARK_REQUESTED`
-//! (and back); the slot's own thread moves `ACTIVE -> PARKED` (its `on_create` failed) and
-//! `PARK_REQUESTED -> PARKED` (it parked); shutdown moves `PARKED -> CLOSED`. Every move is a
+//! (and back: a slot asked to park is taken back first when more workers are needed); the
+//! slot's own thread moves `ACTIVE -> PARKED` (its `on_create` failed: the controller then
+//! backs off before trying that slot again, doubling the wait per failure in a row up to 64
+//! intervals) and `PARK_REQUESTED -> PARKED` (it parked); shutdown moves `PARKED -> CLOSED`. Every move is a
 //! compare-and-swap, so two movers never both win.
 //!
 //! A slot parks itself only between tasks: it notices `PARK_REQUESTED` before it looks for a
@@ -123,16 +125,24 @@ impl SlotState {
         self.0.load(Ordering::Acquire) == PARK_REQUESTED
     }
 
-    /// A slot thread: parked after a request, or gave up activating. `false` if the
-    /// controller activated it again meanwhile (it then stays up).
-    pub(crate) fn parked(&self) -> bool {
+    /// A slot thread: parked after a request. `false` if the controller activated it again
+    /// meanwhile (`PARK_REQUESTED -> ACTIVE`): it then stays up.
+    pub(crate) fn parked_on_request(&self) -> bool {
         self.0
             .compare_exchange(PARK_REQUESTED, PARKED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// A slot thread: its `on_create` failed while activating; back to parked (from `ACTIVE`,
+    /// or from `PARK_REQUESTED` if the controller meanwhile asked it to park anyway).
+    pub(crate) fn activation_failed(&self) {
+        let _ = self
+            .0
+            .compare_exchange(ACTIVE, PARKED, Ordering::SeqCst, Ordering::SeqCst)
             .or_else(|_| {
                 self.0
-                    .compare_exchange(ACTIVE, PARKED, Ordering::SeqCst, Ordering::SeqCst)
-            })
-            .is_ok()
+                    .compare_exchange(PARK_REQUESTED, PARKED, Ordering::SeqCst, Ordering::SeqCst)
+            });
     }
 
     /// Controller: `PARKED -> ACTIVE` (or cancels a pending park request) and wakes the slot.
@@ -266,7 +276,8 @@ pub(crate) fn controller<R, E>(shared: &Shared<R, E>, interval: Duration, keep_a
         }
 
         let burst = &shared.workers[base..];
-        let up = base + burst.iter().filter(|w| w.state.is_up()).count();
+        // Slots asked to park are on their way down: not counted as up.
+        let up = base + burst.iter().filter(|w| w.state.load() == ACTIVE).count();
         let inputs = Inputs {
             load: shared
                 .metrics
@@ -280,11 +291,22 @@ pub(crate) fn controller<R, E>(shared: &Shared<R, E>, interval: Duration, keep_a
         match decide(&inputs, &mut surplus_ticks) {
             Decision::Up(n) => {
                 let mut left = n;
+                // First take back slots asked to park (they still hold their resource)...
+                for w in burst {
+                    if left > 0 && w.state.load() == PARK_REQUESTED && w.state.activate() {
+                        left -= 1;
+                    }
+                }
+                // ...then activate parked ones, skipping those still backing off.
                 for (i, w) in burst.iter().enumerate() {
                     if left == 0 {
                         break;
                     }
-                    if !w.state.is_up() && w.state.activate() {
+                    let failures = w.activation_failures.load(Ordering::Relaxed).min(6);
+                    let backing_off = failures > 0
+                        && activated_at[base + i]
+                            .is_some_and(|t| now.duration_since(t) < interval * (1 << failures));
+                    if w.state.load() == PARKED && !backing_off && w.state.activate() {
                         activated_at[base + i] = Some(now);
                         left -= 1;
                     }
@@ -298,8 +320,11 @@ pub(crate) fn controller<R, E>(shared: &Shared<R, E>, interval: Duration, keep_a
                 if let Some(i) = candidate
                     && shared.workers[i].state.request_park()
                 {
-                    // An idle slot sleeps in the worker sleep protocol: wake it to see this.
+                    // An idle slot sleeps in the worker sleep protocol, and one re-making a
+                    // broken resource backs off on the condvar: wake both to see this.
                     shared.sleep.wake_all();
+                    drop(shared.backoff.0.lock().unwrap_or_else(|e| e.into_inner()));
+                    shared.backoff.1.notify_all();
                 }
             }
             Decision::Hold => {}
@@ -438,7 +463,7 @@ mod tests {
         assert!(s.activate(), "a pending park request can be cancelled");
         assert!(!s.park_requested());
         assert!(s.request_park());
-        assert!(s.parked());
+        assert!(s.parked_on_request());
         assert!(!s.is_up());
         s.close();
         assert_eq!(s.load(), CLOSED);

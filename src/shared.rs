@@ -12,13 +12,16 @@ use crate::resource_pool::{Hooks, ResourcePool};
 use crate::scheduler::capacity::Capacity;
 use crate::scheduler::sleep::Sleep;
 use crate::scheduler::{Queued, Queues};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU32, AtomicUsize, Condvar, Mutex, Ordering};
 
 /// Per-worker state others may read.
 #[derive(Default)]
 pub(crate) struct WorkerSlot {
     /// For burst slots, parked or up (see `burst`); unused by base workers.
     pub(crate) state: SlotState,
+    /// For burst slots, activations in a row whose `on_create` failed (the controller backs
+    /// off). Written by the slot, read by the controller.
+    pub(crate) activation_failures: AtomicU32,
     /// Holds a resource and takes tasks. Written only by the worker.
     pub(crate) active: AtomicBool,
     /// Totals, rate windows and published histograms (see `metrics`).

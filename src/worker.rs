@@ -99,6 +99,12 @@ pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
         shared.hooks.create().map(Some)
     } {
         Ok(r) => {
+            if r.is_some() {
+                // Counted active before `build` returns, so `stats()` is right from the start.
+                shared.workers[init.index]
+                    .active
+                    .store(true, Ordering::Relaxed);
+            }
             // The receiver lives until every worker reported.
             let _ = init.ready.send(Ok(()));
             r
@@ -230,8 +236,12 @@ impl<R, E> WorkerLoop<'_, R, E> {
                                 worker: self.index,
                             });
                         }
-                        // No task was taken: nothing to hand back.
-                        let _ = self.slot.state.parked();
+                        // No task was taken: nothing to hand back. The controller backs off
+                        // before trying this slot again.
+                        self.slot
+                            .activation_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.slot.state.activation_failed();
                         continue;
                     }
                 }
@@ -239,6 +249,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
                 // A resource kept while parked.
                 self.slot.active.store(true, Ordering::Relaxed);
             }
+            self.slot.activation_failures.store(0, Ordering::Relaxed);
             burst::event(shared, WorkerEvent::BurstUp { worker: self.index });
             match self.run() {
                 RunEnd::Exit => return,
@@ -266,8 +277,9 @@ impl<R, E> WorkerLoop<'_, R, E> {
         }
         self.recorder.publish(&self.slot.metrics.published, true);
         self.last_clock = None;
-        // `false`: activated again meanwhile; the next wait returns at once.
-        let _ = self.slot.state.parked();
+        // `false`: activated again meanwhile; the next wait returns at once and the slot
+        // comes back up.
+        let _ = self.slot.state.parked_on_request();
         burst::event(shared, WorkerEvent::BurstDown { worker: self.index });
     }
 

@@ -659,10 +659,9 @@ fn a_failed_build_joins_its_burst_slots_and_controller() {
 
 /// `TaskStats::active_workers` is "workers that hold a resource and take tasks", and `build`
 /// returns only once every base worker made its resource, so right after `build` the base
-/// workers must all be counted. Fails today: a worker makes its resource, reports to `build`,
-/// waits at the start gate, and sets its `active` flag (`WorkerLoop::set_resource`) only after
-/// the gate opens, i.e. after `build` returned; a `stats()` right after `build` nearly always
-/// sees 0. (This is what tells a failed burst slot from an active one, hence here.)
+/// workers must all be counted (a worker sets its `active` flag before it reports to `build`,
+/// not after the start gate opens). This is also what tells a failed burst slot from an
+/// active one, hence here.
 #[test]
 fn active_workers_counts_the_base_workers_as_soon_as_build_returns() {
     let mut lagging = Vec::new();
