@@ -107,7 +107,7 @@ impl<R, E> Inner<R, E> {
         let shared = &self.shared;
         shared.log().shutdown(kill);
         if kill {
-            shared.cancelled.store(true, Ordering::Relaxed);
+            shared.cancelled.store(true, Ordering::Release);
         }
         let _ = shared.lifecycle.close(kill);
         // Sleeping workers must see the new state (the exit condition, or `Killed` mode);

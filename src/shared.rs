@@ -74,6 +74,13 @@ impl Drop for RunTaskScope {
 }
 
 impl<R, E> Shared<R, E> {
+    /// `kill` has begun. Read per task, so it is the read-mostly `cancelled` flag (set by
+    /// `kill` before it closes the lifecycle), not the lifecycle word every submission writes.
+    #[inline]
+    pub(crate) fn kill_begun(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
     #[inline]
     pub(crate) fn log(&self) -> Log<'_> {
         Log(&*self.logger)

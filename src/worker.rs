@@ -351,11 +351,13 @@ impl<R, E> WorkerLoop<'_, R, E> {
 
     /// Records a terminal outcome (or a retry) in the tally and the collector.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         seen: Seen,
         started_at: Option<Instant>,
         finished_at: Instant,
+        finished_nanos: u64,
         attempt: u32,
         outcome: TaskOutcome,
         delivered: Delivered,
@@ -372,7 +374,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
         };
         shared
             .metrics
-            .worker_ended(&self.slot.metrics.tally, ended, finished_at);
+            .worker_ended(&self.slot.metrics.tally, ended, finished_nanos);
         if let Some(collector) = &shared.metrics.collector {
             let task = TaskLifecycle {
                 queued_at: seen.queued_at,
@@ -403,7 +405,9 @@ impl<R, E> WorkerLoop<'_, R, E> {
                 Ok(())
             }
         };
-        self.record(seen, None, Instant::now(), attempt, outcome, delivered);
+        let now = Instant::now();
+        let nanos = self.shared.metrics.nanos(now);
+        self.record(seen, None, now, nanos, attempt, outcome, delivered);
     }
 
     fn handle(&mut self, queued: Queued<R, E>) {
@@ -422,7 +426,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
             return;
         }
         // Step 3.
-        if shared.lifecycle.is_killed() {
+        if shared.kill_begun() {
             self.resolve_unrun(job, TaskOutcome::Killed);
             shared.finish(ticket);
             return;
@@ -444,6 +448,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let ctx = &self.ctx;
         let outcome = catch_unwind(AssertUnwindSafe(|| job.run(resource, ctx)));
         let finished_at = Instant::now();
+        let finished_nanos = shared.metrics.nanos(finished_at);
         let exec_nanos = (finished_at - started_at).as_nanos() as u64;
         let wait_nanos = started_at
             .saturating_duration_since(seen.queued_at)
@@ -451,14 +456,14 @@ impl<R, E> WorkerLoop<'_, R, E> {
         if shared.bursting {
             shared
                 .metrics
-                .worker_busy(&self.slot.metrics.tally, exec_nanos, finished_at);
+                .worker_busy(&self.slot.metrics.tally, exec_nanos, finished_nanos);
         }
         self.recorder.record(exec_nanos, wait_nanos);
         shared.metrics.timed(exec_nanos, wait_nanos);
-        if self.recorder.tick(
-            shared.metrics.nanos(finished_at),
-            &self.slot.metrics.published,
-        ) {
+        if self
+            .recorder
+            .tick(finished_nanos, &self.slot.metrics.published)
+        {
             self.published();
         }
         let started = Some(started_at);
@@ -473,6 +478,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
                     seen,
                     started,
                     finished_at,
+                    finished_nanos,
                     attempt,
                     TaskOutcome::Completed,
                     delivered,
@@ -488,20 +494,19 @@ impl<R, E> WorkerLoop<'_, R, E> {
                         seen,
                         started,
                         finished_at,
+                        finished_nanos,
                         attempt,
                         TaskOutcome::Failed,
                         delivered,
                     );
                 } else {
                     self.replace_resource(false);
-                    if job.rerunnable()
-                        && attempt <= shared.max_retries
-                        && !shared.lifecycle.is_killed()
-                    {
+                    if job.rerunnable() && attempt <= shared.max_retries && !shared.kill_begun() {
                         self.record(
                             seen,
                             started,
                             finished_at,
+                            finished_nanos,
                             attempt,
                             TaskOutcome::Retried,
                             Ok(()),
@@ -517,6 +522,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
                         seen,
                         started,
                         finished_at,
+                        finished_nanos,
                         attempt,
                         TaskOutcome::Failed,
                         delivered,
@@ -532,6 +538,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
                     seen,
                     started,
                     finished_at,
+                    finished_nanos,
                     attempt,
                     TaskOutcome::Panicked,
                     delivered,

@@ -204,18 +204,19 @@ impl Metrics {
         }
     }
 
-    /// A worker's task ended (or was re-queued) at `at`; `tally` is the worker's own.
+    /// A worker's task ended (or was re-queued) at `at_nanos` (see [`Self::nanos`]); `tally`
+    /// is the worker's own.
     #[inline]
-    pub(crate) fn worker_ended(&self, tally: &Tally, ended: Ended, at: Instant) {
-        tally.record_own(ended, self.tick(at));
+    pub(crate) fn worker_ended(&self, tally: &Tally, ended: Ended, at_nanos: u64) {
+        tally.record_own(ended, self.ticks.tick(at_nanos));
         #[cfg(feature = "metrics")]
         self.facade.ended(ended);
     }
 
-    /// A worker ran a task for `exec_nanos`, ending at `at` (for the burst controller).
+    /// A worker ran a task for `exec_nanos`, ending at `at_nanos` (for the burst controller).
     #[inline]
-    pub(crate) fn worker_busy(&self, tally: &Tally, exec_nanos: u64, at: Instant) {
-        tally.busy.record_n(self.tick(at), exec_nanos);
+    pub(crate) fn worker_busy(&self, tally: &Tally, exec_nanos: u64, at_nanos: u64) {
+        tally.busy.record_n(self.ticks.tick(at_nanos), exec_nanos);
     }
 
     /// The load over the window ending now, as the burst controller reads it.
