@@ -181,7 +181,8 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
         self
     }
 
-    /// Worker threads are named `{prefix}-{index}`. Default: `tasker`.
+    /// Worker threads are named `{prefix}-{index}` (the burst controller `{prefix}-burst`).
+    /// Must not contain a NUL byte. Default: `tasker`.
     pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.thread_name_prefix = prefix.into();
         self
@@ -249,6 +250,9 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
         }
         if self.stack_size == Some(0) {
             return Err(BuildError::ZeroStackSize);
+        }
+        if self.thread_name_prefix.contains('\0') {
+            return Err(BuildError::InvalidThreadName);
         }
         Ok(max)
     }

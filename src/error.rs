@@ -101,6 +101,8 @@ pub enum BuildError<E> {
     ZeroMetricsWindow,
     /// `stack_size` was 0.
     ZeroStackSize,
+    /// `thread_name_prefix` contained a NUL byte (thread names cannot).
+    InvalidThreadName,
     /// `on_create` failed while making the initial resources. Everything already made was
     /// destroyed before `build` returned.
     ResourceCreation(E),
@@ -129,6 +131,9 @@ impl<E: fmt::Display> fmt::Display for BuildError<E> {
             BuildError::ZeroQueueCapacity => f.write_str("queue_capacity must be greater than 0"),
             BuildError::ZeroMetricsWindow => f.write_str("metrics_window must be at least 10 ns"),
             BuildError::ZeroStackSize => f.write_str("stack_size must be greater than 0"),
+            BuildError::InvalidThreadName => {
+                f.write_str("thread_name_prefix must not contain a NUL byte")
+            }
             BuildError::ResourceCreation(e) => write!(f, "on_create failed: {e}"),
             BuildError::ResourceCreationPanicked { message } => {
                 write!(f, "on_create panicked: {message}")

@@ -274,3 +274,15 @@ fn worker_threads_are_named_prefix_dash_index() {
     assert_eq!(name.as_deref(), Some("tasker-0"));
     m.stop().unwrap();
 }
+
+#[test]
+fn a_thread_name_prefix_with_a_nul_byte_is_refused() {
+    let counts = Counts::new();
+    let err = builder(&counts)
+        .worker_count(1)
+        .thread_name_prefix("bad\0name")
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, BuildError::InvalidThreadName), "{err:?}");
+    assert_eq!(counts.created(), counts.destroyed());
+}
