@@ -69,6 +69,11 @@ impl<R: Send + 'static, E: Send + 'static> Default for Builder<R, E> {
     }
 }
 
+impl<R, E> Builder<R, E> {
+    /// The most worker slots (`max_worker_count`) a manager may have: one OS thread each.
+    pub const MAX_WORKERS: usize = 4096;
+}
+
 impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
     pub(crate) fn new() -> Self {
         Builder {
@@ -236,6 +241,11 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
         if max < self.worker_count {
             return Err(BuildError::MaxBelowBase {
                 worker_count: self.worker_count,
+                max_worker_count: max,
+            });
+        }
+        if max > Self::MAX_WORKERS {
+            return Err(BuildError::TooManyWorkers {
                 max_worker_count: max,
             });
         }

@@ -248,7 +248,9 @@ pub(crate) fn controller<R, E>(shared: &Shared<R, E>, interval: Duration, keep_a
     let max = shared.workers.len();
     let mut activated_at: Vec<Option<Instant>> = vec![None; max];
     let mut surplus_ticks = 0;
-    let mut next = Instant::now() + interval;
+    // An interval too long for `Instant` means the controller never decides (it still exits
+    // at shutdown).
+    let mut next = Instant::now().checked_add(interval);
     loop {
         // Sleep until the next tick; shutdown notifies this condvar (see `Shared::wake_all`).
         {
@@ -258,22 +260,29 @@ pub(crate) fn controller<R, E>(shared: &Shared<R, E>, interval: Duration, keep_a
                     return;
                 }
                 let now = Instant::now();
-                if now >= next {
+                let Some(at) = next else {
+                    lock = shared
+                        .backoff
+                        .1
+                        .wait(lock)
+                        .unwrap_or_else(|e| e.into_inner());
+                    continue;
+                };
+                if now >= at {
                     break;
                 }
                 lock = shared
                     .backoff
                     .1
-                    .wait_timeout(lock, next - now)
+                    .wait_timeout(lock, at - now)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
         }
-        next += interval;
         let now = Instant::now();
-        if next < now {
-            next = now + interval;
-        }
+        next = next
+            .and_then(|at| at.checked_add(interval))
+            .map(|at| if at < now { now + interval } else { at });
 
         let burst = &shared.workers[base..];
         // Slots asked to park are on their way down: not counted as up.
@@ -304,8 +313,9 @@ pub(crate) fn controller<R, E>(shared: &Shared<R, E>, interval: Duration, keep_a
                     }
                     let failures = w.activation_failures.load(Ordering::Relaxed).min(6);
                     let backing_off = failures > 0
-                        && activated_at[base + i]
-                            .is_some_and(|t| now.duration_since(t) < interval * (1 << failures));
+                        && activated_at[base + i].is_some_and(|t| {
+                            now.duration_since(t) < interval.saturating_mul(1 << failures)
+                        });
                     if w.state.load() == PARKED && !backing_off && w.state.activate() {
                         activated_at[base + i] = Some(now);
                         left -= 1;

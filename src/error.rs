@@ -93,6 +93,12 @@ pub enum BuildError<E> {
         /// The `max_worker_count` asked for.
         max_worker_count: usize,
     },
+    /// `max_worker_count` (or `2 * worker_count`, its default) was above
+    /// [`Builder::MAX_WORKERS`](crate::Builder::MAX_WORKERS): one OS thread is made per slot.
+    TooManyWorkers {
+        /// The `max_worker_count` asked for.
+        max_worker_count: usize,
+    },
     /// `burst_interval` was zero.
     ZeroBurstInterval,
     /// `queue_capacity` was 0 (no task could ever be queued).
@@ -126,6 +132,11 @@ impl<E: fmt::Display> fmt::Display for BuildError<E> {
             } => write!(
                 f,
                 "max_worker_count ({max_worker_count}) is below worker_count ({worker_count})"
+            ),
+            BuildError::TooManyWorkers { max_worker_count } => write!(
+                f,
+                "max_worker_count ({max_worker_count}) is above the limit of {} worker threads",
+                crate::Builder::<(), ()>::MAX_WORKERS
             ),
             BuildError::ZeroBurstInterval => f.write_str("burst_interval must be non-zero"),
             BuildError::ZeroQueueCapacity => f.write_str("queue_capacity must be greater than 0"),

@@ -43,6 +43,8 @@ mod builder;
 mod burst;
 mod completion;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing; // Fuzz target bodies: not part of the API (see the module's docs).
 mod lifecycle;
 mod log;
 mod manager;
