@@ -109,6 +109,17 @@ impl SlotState {
             match self.load() {
                 ACTIVE => return Wakeup::Activate,
                 CLOSED => return Wakeup::Exit,
+                // Activated and asked to park again before this thread ever ran: it is parked
+                // already. Without this the futex wait below (for PARKED) would return at once,
+                // forever: a spinning slot.
+                PARK_REQUESTED => {
+                    let _ = self.0.compare_exchange(
+                        PARK_REQUESTED,
+                        PARKED,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
+                }
                 _ => {
                     if closed() {
                         return Wakeup::Exit;
@@ -479,6 +490,24 @@ mod tests {
         assert_eq!(s.load(), CLOSED);
         assert!(!s.activate(), "a closed slot stays closed");
         assert_eq!(s.wait_activation(|| false), Wakeup::Exit);
+    }
+
+    #[test]
+    fn a_slot_activated_then_asked_to_park_before_it_ran_parks_instead_of_spinning() {
+        let s = SlotState::default();
+        assert!(s.activate());
+        assert!(s.request_park());
+        // The slot's thread only now reaches its wait: it must settle to PARKED and keep
+        // waiting, so here (with `closed` true on the second look) it exits instead of
+        // spinning on a futex word that is not PARKED.
+        let looks = std::cell::Cell::new(0);
+        let wakeup = s.wait_activation(|| {
+            looks.set(looks.get() + 1);
+            true
+        });
+        assert_eq!(wakeup, Wakeup::Exit);
+        assert_eq!(s.load(), PARKED);
+        assert_eq!(looks.get(), 1);
     }
 
     #[test]
