@@ -135,7 +135,7 @@ impl SlotState {
     }
 
     /// Controller: `PARKED -> ACTIVE` (or cancels a pending park request) and wakes the slot.
-    fn activate(&self) -> bool {
+    pub(crate) fn activate(&self) -> bool {
         let ok = self
             .0
             .compare_exchange(PARKED, ACTIVE, Ordering::SeqCst, Ordering::SeqCst)
@@ -151,7 +151,7 @@ impl SlotState {
     }
 
     /// Controller: `ACTIVE -> PARK_REQUESTED`.
-    fn request_park(&self) -> bool {
+    pub(crate) fn request_park(&self) -> bool {
         self.0
             .compare_exchange(ACTIVE, PARK_REQUESTED, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()

@@ -211,7 +211,7 @@ pub(crate) mod thread {
     };
 
     #[cfg(loom)]
-    pub(crate) use loom::thread::{Builder, JoinHandle, panicking, yield_now};
+    pub(crate) use loom::thread::{Builder, JoinHandle, panicking, spawn, yield_now};
 
     #[cfg(loom)]
     pub(crate) use self::parker::{Thread, current, park};

@@ -178,8 +178,8 @@ impl Sleep {
         self.epoch.wake_all();
     }
 
-    /// How many workers are counted as sleeping (for stats and tests).
-    #[cfg(test)]
+    /// How many workers are counted as sleeping (for tests and models).
+    #[cfg(any(test, loom))]
     pub(crate) fn sleepers(&self) -> u32 {
         self.state.load(Ordering::Relaxed) / SLEEPER
     }
