@@ -1,8 +1,6 @@
 //! [`Builder`]: every knob, its default, validation into [`BuildError`], and the start-up
 //! sequence.
 
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -19,7 +17,7 @@ use crate::scheduler::Queues;
 use crate::scheduler::capacity::Capacity;
 use crate::scheduler::sleep::Sleep;
 use crate::shared::Shared;
-use crate::sync::{Arc, AtomicBool, AtomicUsize, Condvar, Mutex};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Condvar, Mutex, mpsc, thread};
 use crate::worker::{self, WorkerInit};
 
 /// Configures and starts a [`TaskManager`]. Made by [`TaskManager::builder`].

@@ -59,13 +59,12 @@
 //!   decision, so capacity comes down gradually; the streak and the margin are the hysteresis
 //!   that keeps it from flapping.
 
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::metrics::Load;
 use crate::metrics::collector::WorkerEvent;
 use crate::shared::Shared;
-use crate::sync::{AtomicU32, Ordering, futex};
+use crate::sync::{Futex, Ordering, thread};
 
 pub(crate) const PARKED: u32 = 0;
 pub(crate) const ACTIVE: u32 = 1;
@@ -91,7 +90,7 @@ pub(crate) enum Wakeup {
 
 /// A burst slot's state word.
 #[derive(Default)]
-pub(crate) struct SlotState(AtomicU32);
+pub(crate) struct SlotState(Futex);
 
 impl SlotState {
     pub(crate) fn load(&self) -> u32 {
@@ -124,7 +123,7 @@ impl SlotState {
                     if closed() {
                         return Wakeup::Exit;
                     }
-                    futex::wait(&self.0, PARKED);
+                    self.0.wait(PARKED);
                 }
             }
         }
@@ -157,7 +156,7 @@ impl SlotState {
     }
 
     /// Controller: `PARKED -> ACTIVE` (or cancels a pending park request) and wakes the slot.
-    fn activate(&self) -> bool {
+    pub(crate) fn activate(&self) -> bool {
         let ok = self
             .0
             .compare_exchange(PARKED, ACTIVE, Ordering::SeqCst, Ordering::SeqCst)
@@ -167,13 +166,13 @@ impl SlotState {
             })
             .is_ok();
         if ok {
-            futex::wake_one(&self.0);
+            self.0.wake_one();
         }
         ok
     }
 
     /// Controller: `ACTIVE -> PARK_REQUESTED`.
-    fn request_park(&self) -> bool {
+    pub(crate) fn request_park(&self) -> bool {
         self.0
             .compare_exchange(ACTIVE, PARK_REQUESTED, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
@@ -186,7 +185,7 @@ impl SlotState {
             .compare_exchange(PARKED, CLOSED, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
-            futex::wake_all(&self.0);
+            self.0.wake_all();
         }
     }
 }
@@ -513,10 +512,10 @@ mod tests {
     #[test]
     fn a_parked_slot_wakes_on_activation_and_on_close() {
         for close in [false, true] {
-            let s = std::sync::Arc::new(SlotState::default());
+            let s = crate::sync::Arc::new(SlotState::default());
             let t = {
                 let s = s.clone();
-                std::thread::spawn(move || s.wait_activation(|| false))
+                thread::spawn(move || s.wait_activation(|| false))
             };
             if close {
                 s.close();

@@ -25,20 +25,15 @@
 //!   *before* re-checking `state`; `AtomicWaker` guarantees that a wake racing a register is
 //!   not lost (either the wake sees the new waker, or the re-check sees `READY`).
 
-use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc as StdArc;
 use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use atomic_waker::AtomicWaker;
-use crossbeam_utils::Backoff;
-
 use crate::error::TaskError;
-use crate::sync::{Arc, AtomicU32, Ordering};
+use crate::sync::thread::{self, Thread};
+use crate::sync::{Arc, AtomicU32, AtomicWaker, Backoff, Ordering, StdArc, UnsafeCell};
 
 const PENDING: u32 = 0;
 const CLAIMED: u32 = 1;
@@ -98,9 +93,12 @@ impl<T, E> Slot<T, E> {
         if self.claim() == Claim::Cancelled {
             return;
         }
-        // SAFETY: the state is CLAIMED and only this producer could have set it; the consumer
-        // does not read `value` before it sees READY, which is stored below (Release).
-        unsafe { *self.value.get() = Some(outcome) };
+        self.value.with_mut(|value| {
+            // SAFETY: the state is CLAIMED and only this producer could have set it; the
+            // consumer does not read `value` before it sees READY, which is stored below
+            // (Release).
+            unsafe { *value = Some(outcome) }
+        });
         self.state.store(READY, Ordering::Release);
         self.waker.wake();
     }
@@ -127,10 +125,12 @@ impl<T, E> Slot<T, E> {
         match self.state.load(Ordering::Acquire) {
             READY => {
                 self.state.store(TAKEN, Ordering::Relaxed);
-                // SAFETY: READY was loaded with Acquire, pairing with the producer's Release
-                // store after its write; the producer never touches `value` again, and this
-                // consumer is the only one (`TaskHandle` is not `Clone`).
-                let value = unsafe { (*self.value.get()).take() };
+                let value = self.value.with_mut(|value| {
+                    // SAFETY: READY was loaded with Acquire, pairing with the producer's
+                    // Release store after its write; the producer never touches `value`
+                    // again, and this consumer is the only one (`TaskHandle` is not `Clone`).
+                    unsafe { (*value).take() }
+                });
                 Some(value.expect("a READY slot holds an outcome"))
             }
             CANCELLED => {
@@ -155,7 +155,7 @@ impl Wake for ThreadWaker {
     }
 }
 
-thread_local! {
+crate::sync::thread_local! {
     /// One waker per thread, made the first time the thread blocks on a handle.
     static THREAD_WAKER: Waker = Waker::from(StdArc::new(ThreadWaker(thread::current())));
 }

@@ -56,6 +56,11 @@ mod sync;
 mod task;
 mod worker;
 
+/// Loom models of the protocols (`RUSTFLAGS="--cfg loom"`, run by `loom-tests/`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_models;
+
 pub use builder::Builder;
 pub use completion::TaskHandle;
 pub use error::{BuildError, ShutdownError, TaskError};

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::builder::Builder;
@@ -15,6 +14,7 @@ use crate::metrics::{Ended, TaskMetrics, TaskStats};
 use crate::resource_pool::CreateError;
 use crate::scheduler::Queued;
 use crate::shared::Shared;
+use crate::sync::thread::JoinHandle;
 use crate::sync::{Arc, AtomicU32, Condvar, Mutex, Ordering};
 use crate::task::{self, Body, JobRef, Many, Once, TaskContext};
 

@@ -2,7 +2,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crossbeam_deque::{Injector, Steal};
+use crate::sync::deque::{Injector, Steal};
 
 use crate::error::panic_message;
 use crate::log::Log;

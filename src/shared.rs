@@ -55,7 +55,7 @@ pub(crate) struct Shared<R, E> {
     pub(crate) backoff: (Mutex<()>, Condvar),
 }
 
-thread_local! {
+crate::sync::thread_local! {
     /// The manager whose worker this thread is (its `Shared` address), 0 elsewhere.
     static CURRENT_MANAGER: Cell<usize> = const { Cell::new(0) };
     /// The manager whose `run_task` this thread is inside, 0 elsewhere.

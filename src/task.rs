@@ -18,13 +18,12 @@
 //! ever touch the task part at once, and a worker that passes a `JobRef` on (a retry) hands
 //! over through the queue's own synchronisation.
 
-use std::cell::UnsafeCell;
 use std::marker::PhantomData;
 use std::time::Instant;
 
 use crate::completion::{AsSlot, Callback, Claim, Delivered, Slot};
 use crate::error::TaskError;
-use crate::sync::{Arc, AtomicBool, Ordering};
+use crate::sync::{Arc, AtomicBool, Ordering, UnsafeCell, coerce_arc};
 
 /// What a running task can learn about its run.
 ///
@@ -234,8 +233,10 @@ where
     }
     #[inline]
     fn deliver(&self, outcome: Result<T, TaskError<E>>) -> Delivered {
-        // SAFETY: only the `JobRef` holder calls `deliver` (module docs): exclusive access.
-        let cb = unsafe { (*self.0.get()).take() };
+        let cb = self.0.with_mut(|cb| {
+            // SAFETY: only the `JobRef` holder calls `deliver` (module docs): exclusive access.
+            unsafe { (*cb).take() }
+        });
         match cb {
             Some(cb) => cb.deliver(outcome),
             None => Ok(()),
@@ -278,14 +279,29 @@ impl<B, P, T, E> TaskCell<B, P, T, E> {
         }
     }
 
+    /// Runs `f` on the task part.
+    ///
     /// # Safety
-    /// Only the holder of the cell's `JobRef` may call this, and must not hold the result
-    /// across another call that reaches `task`.
-    #[allow(clippy::mut_from_ref)]
+    /// Only the holder of the cell's `JobRef` may call this, and `f` must not reach `task`
+    /// again.
     #[inline]
-    unsafe fn task(&self) -> &mut TaskPart<B> {
-        // SAFETY: exclusive by the caller's contract (module docs).
-        unsafe { &mut *self.task.get() }
+    unsafe fn with_task<Q>(&self, f: impl FnOnce(&mut TaskPart<B>) -> Q) -> Q {
+        self.task.with_mut(|task| {
+            // SAFETY: exclusive by the caller's contract (module docs).
+            f(unsafe { &mut *task })
+        })
+    }
+
+    /// Reads the task part.
+    ///
+    /// # Safety
+    /// As for [`with_task`](Self::with_task).
+    #[inline]
+    unsafe fn read_task<Q>(&self, f: impl FnOnce(&TaskPart<B>) -> Q) -> Q {
+        self.task.with(|task| {
+            // SAFETY: exclusive by the caller's contract (module docs).
+            f(unsafe { &*task })
+        })
     }
 }
 
@@ -302,15 +318,18 @@ where
     }
     #[inline]
     fn begin_attempt(&self) -> u32 {
-        // SAFETY: called through the unique `JobRef`; the borrow ends here.
-        let task = unsafe { self.task() };
-        task.attempts += 1;
-        task.attempts
+        // SAFETY: called through the unique `JobRef`; the closure does not reach `task`.
+        unsafe {
+            self.with_task(|task| {
+                task.attempts += 1;
+                task.attempts
+            })
+        }
     }
     #[inline]
     fn attempts(&self) -> u32 {
         // SAFETY: as above.
-        unsafe { self.task() }.attempts
+        unsafe { self.read_task(|task| task.attempts) }
     }
     #[inline]
     fn rerunnable(&self) -> bool {
@@ -318,19 +337,27 @@ where
     }
     #[inline]
     fn run(&self, resource: &mut R, ctx: &TaskContext) -> Result<Delivered, E> {
-        // SAFETY: called through the unique `JobRef`; the borrow ends before `deliver`, which
-        // does not reach `task`. If the body unwinds, the borrow ends with it.
-        let task = unsafe { self.task() };
-        let Some(body) = task.body.as_mut() else {
-            return Ok(Ok(())); // already delivered: never run again
+        // SAFETY: called through the unique `JobRef`; the closure ends before `deliver`, which
+        // does not reach `task`, and the body cannot reach its own cell. If the body unwinds,
+        // the access ends with it.
+        let ran = unsafe {
+            self.with_task(|task| {
+                let body = task.body.as_mut()?;
+                let ran = body.call(resource, ctx);
+                if ran.is_ok() {
+                    task.body = None;
+                }
+                Some(ran)
+            })
         };
-        let value = body.call(resource, ctx)?;
-        task.body = None;
-        Ok(self.port.deliver(Ok(value)))
+        match ran {
+            None => Ok(Ok(())), // already delivered: never run again
+            Some(ran) => Ok(self.port.deliver(Ok(ran?))),
+        }
     }
     fn fail(&self, error: TaskError<E>) -> Delivered {
-        // SAFETY: as above; the borrow ends before `deliver`.
-        unsafe { self.task() }.body = None;
+        // SAFETY: as above; the access ends before `deliver`.
+        unsafe { self.with_task(|task| task.body = None) };
         self.port.deliver(Err(error))
     }
     #[inline]
@@ -389,14 +416,17 @@ where
     E: Send + 'static,
 {
     let cell = Arc::new(TaskCell::new(body, Slot::new(), priority, queued_at));
-    let handle = crate::TaskHandle::new(cell.clone());
-    (JobRef(Holder::Shared(cell)), handle)
+    let handle = crate::TaskHandle::new(coerce_arc!(cell.clone(), dyn AsSlot<T, E>));
+    (
+        JobRef(Holder::Shared(coerce_arc!(cell, dyn Job<R, E>))),
+        handle,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use crate::sync::{AtomicUsize, thread};
 
     fn ctx() -> TaskContext {
         let mut ctx = TaskContext::new(Arc::new(AtomicBool::new(false)));
@@ -475,7 +505,7 @@ mod tests {
                 false,
                 Instant::now(),
             );
-            let worker = std::thread::spawn(move || {
+            let worker = thread::spawn(move || {
                 let _ = job.claim();
                 job.begin_attempt();
                 let _ = job.run(&mut 1, &ctx());

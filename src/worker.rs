@@ -37,11 +37,7 @@
 //! so the process aborts ([`AbortOnUnwind`]) rather than leave submitters waiting forever.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
-
-use crossbeam_deque::Worker;
-use crossbeam_utils::Backoff;
 
 use crate::burst::{self, Wakeup};
 use crate::completion::{Claim, Delivered};
@@ -53,7 +49,9 @@ use crate::resource_pool::CreateError;
 use crate::scheduler::Queued;
 use crate::scheduler::sleep::Slept;
 use crate::shared::{Shared, WorkerSlot};
-use crate::sync::{Arc, Ordering};
+use crate::sync::deque::Worker;
+use crate::sync::mpsc::Sender;
+use crate::sync::{Arc, Backoff, Ordering, thread};
 use crate::task::{JobRef, TaskContext};
 
 /// Everything a worker thread starts with.
@@ -77,7 +75,7 @@ struct AbortOnUnwind;
 
 impl Drop for AbortOnUnwind {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if thread::panicking() {
             eprintln!("tasker: a worker's own bookkeeping panicked; aborting");
             std::process::abort();
         }

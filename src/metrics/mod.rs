@@ -26,13 +26,18 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicU64, Ordering, StdAtomicUsize};
 use collector::MetricsCollector;
 use recorder::{Published, new_histogram};
 use window::{Ticks, Window};
 
 /// Arrival windows; submitters spread over them by thread.
+#[cfg(not(loom))]
 const ARRIVAL_SHARDS: usize = 8;
+/// One under loom: models stay small (arrivals are statistics, not protocol), and the shard
+/// never depends on the std counter below, which outlives each model execution.
+#[cfg(loom)]
+const ARRIVAL_SHARDS: usize = 1;
 
 /// A total or window written by one thread only: a plain load and store.
 #[inline]
@@ -130,13 +135,14 @@ impl Tally {
     }
 }
 
-thread_local! {
+crate::sync::thread_local! {
     /// This thread's arrival shard, picked round-robin on first use.
     static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
 }
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+static NEXT_SHARD: StdAtomicUsize = StdAtomicUsize::new(0);
 
 #[inline]
+#[cfg_attr(loom, allow(clippy::modulo_one))] // one shard under loom: always shard 0
 fn shard() -> usize {
     SHARD.with(|s| {
         let mut v = s.get();

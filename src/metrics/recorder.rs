@@ -10,10 +10,11 @@
 //! a parked worker holds no lock. Memory is bounded: each histogram has a fixed range
 //! (1 ns to 1 hour) at two significant digits, whatever the number of tasks.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+
+use crate::sync::Mutex;
 
 /// Highest value tracked, in nanoseconds (larger values are clamped to it).
 const MAX_NANOS: u64 = 3_600 * 1_000_000_000;

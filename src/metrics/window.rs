@@ -136,7 +136,7 @@ pub(crate) fn rate(count: u64, ticks: &Ticks, nanos: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use crate::sync::{Arc, thread};
 
     const MS: u64 = 1_000_000;
 
@@ -221,7 +221,7 @@ mod tests {
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let w = w.clone();
-                std::thread::spawn(move || {
+                thread::spawn(move || {
                     for _ in 0..100_000 {
                         w.record(7);
                     }

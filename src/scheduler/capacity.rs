@@ -15,13 +15,13 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicU32, AtomicUsize, Ordering, futex};
+use crate::sync::{AtomicU32, AtomicUsize, Futex, Ordering};
 
 pub(crate) struct Capacity {
     limit: usize,
     queued: CachePadded<AtomicUsize>,
     waiters: AtomicU32,
-    epoch: AtomicU32,
+    epoch: Futex,
 }
 
 impl Capacity {
@@ -30,7 +30,7 @@ impl Capacity {
             limit,
             queued: CachePadded::new(AtomicUsize::new(0)),
             waiters: AtomicU32::new(0),
-            epoch: AtomicU32::new(0),
+            epoch: Futex::new(0),
         }
     }
 
@@ -60,7 +60,7 @@ impl Capacity {
             } else if closed() {
                 Some(false)
             } else {
-                futex::wait(&self.epoch, epoch);
+                self.epoch.wait(epoch);
                 None
             };
             self.waiters.fetch_sub(1, Ordering::SeqCst);
@@ -76,14 +76,14 @@ impl Capacity {
         self.queued.fetch_sub(1, Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) > 0 {
             self.epoch.fetch_add(1, Ordering::SeqCst);
-            futex::wake_one(&self.epoch);
+            self.epoch.wake_one();
         }
     }
 
     /// Shutdown: every waiter re-checks.
     pub(crate) fn wake_all(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        futex::wake_all(&self.epoch);
+        self.epoch.wake_all();
     }
 
     #[cfg(test)]
@@ -95,8 +95,7 @@ impl Capacity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
+    use crate::sync::{Arc, AtomicBool, thread};
 
     #[test]
     fn bound_is_exact() {
@@ -116,7 +115,7 @@ mod tests {
             assert!(cap.try_reserve());
             let waiter = {
                 let cap = cap.clone();
-                std::thread::spawn(move || cap.reserve_blocking(|| false))
+                thread::spawn(move || cap.reserve_blocking(|| false))
             };
             cap.release();
             assert!(waiter.join().unwrap());
@@ -130,7 +129,7 @@ mod tests {
         let closed = Arc::new(AtomicBool::new(false));
         let waiter = {
             let (cap, closed) = (cap.clone(), closed.clone());
-            std::thread::spawn(move || cap.reserve_blocking(|| closed.load(Ordering::SeqCst)))
+            thread::spawn(move || cap.reserve_blocking(|| closed.load(Ordering::SeqCst)))
         };
         closed.store(true, Ordering::SeqCst);
         cap.wake_all();

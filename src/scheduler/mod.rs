@@ -18,7 +18,7 @@
 pub(crate) mod capacity;
 pub(crate) mod sleep;
 
-use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use crate::sync::deque::{Injector, Steal, Stealer, Worker};
 
 use crate::lifecycle::Admitted;
 use crate::task::JobRef;

@@ -52,8 +52,7 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicU32, Ordering, futex};
-use std::sync::atomic::fence;
+use crate::sync::{AtomicU32, Futex, Ordering, fence};
 
 const WAKE_PENDING: u32 = 1;
 const SLEEPER: u32 = 2;
@@ -61,7 +60,7 @@ const SLEEPER: u32 = 2;
 /// The sleep/wake state shared by every worker of one manager.
 pub(crate) struct Sleep {
     state: CachePadded<AtomicU32>,
-    epoch: CachePadded<AtomicU32>,
+    epoch: CachePadded<Futex>,
 }
 
 /// What [`Sleep::sleep`] ended with.
@@ -79,7 +78,7 @@ impl Sleep {
     pub(crate) fn new() -> Self {
         Sleep {
             state: CachePadded::new(AtomicU32::new(0)),
-            epoch: CachePadded::new(AtomicU32::new(0)),
+            epoch: CachePadded::new(Futex::new(0)),
         }
     }
 
@@ -104,7 +103,7 @@ impl Sleep {
             None => {}
         }
         // Step 4.
-        futex::wait(&self.epoch, epoch);
+        self.epoch.wait(epoch);
         // Step 5.
         self.leave();
         Slept::Woken
@@ -150,7 +149,7 @@ impl Sleep {
             ) {
                 Ok(_) => {
                     self.epoch.fetch_add(1, Ordering::SeqCst);
-                    futex::wake_one(&self.epoch);
+                    self.epoch.wake_one();
                     return;
                 }
                 Err(actual) => {
@@ -176,11 +175,11 @@ impl Sleep {
     /// Wakes every sleeper (shutdown, or a state change every worker must see).
     pub(crate) fn wake_all(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        futex::wake_all(&self.epoch);
+        self.epoch.wake_all();
     }
 
-    /// How many workers are counted as sleeping (for stats and tests).
-    #[cfg(test)]
+    /// How many workers are counted as sleeping (for tests and models).
+    #[cfg(any(test, loom))]
     pub(crate) fn sleepers(&self) -> u32 {
         self.state.load(Ordering::Relaxed) / SLEEPER
     }
@@ -189,8 +188,7 @@ impl Sleep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
+    use crate::sync::{Arc, AtomicBool, thread};
 
     /// A submitter racing a worker that is about to sleep: the worker always ends up seeing
     /// the flag (the stand-in for a queued task), never sleeping through it.
@@ -201,7 +199,7 @@ mod tests {
             let work = Arc::new(AtomicBool::new(false));
             let worker = {
                 let (sleep, work) = (sleep.clone(), work.clone());
-                std::thread::spawn(move || {
+                thread::spawn(move || {
                     loop {
                         if work.load(Ordering::SeqCst) {
                             return;
