@@ -35,6 +35,11 @@ use crate::error::TaskError;
 use crate::sync::thread::{self, Thread};
 use crate::sync::{Arc, AtomicU32, AtomicWaker, Backoff, Ordering, StdArc, UnsafeCell};
 
+/// A blocking wait polls its slot with at most this many `spin_loop` hints in between (one
+/// poll reads one word the worker writes once): the outcome is seen within ~60 ns of its
+/// arrival while the wait spins (see [`Backoff`]).
+const WAIT_MAX_PAUSES: u32 = 2;
+
 const PENDING: u32 = 0;
 const CLAIMED: u32 = 1;
 const CANCELLED: u32 = 2;
@@ -237,7 +242,7 @@ impl<T, E> TaskHandle<T, E> {
     }
 
     fn wait_until(self, deadline: Option<Instant>) -> Result<Result<T, TaskError<E>>, Self> {
-        let backoff = Backoff::new();
+        let backoff = Backoff::with_max_pauses(WAIT_MAX_PAUSES);
         while !backoff.is_completed() {
             if let Some(outcome) = self.slot().try_take() {
                 return Ok(outcome);

@@ -41,6 +41,7 @@
 
 mod builder;
 mod burst;
+mod clock;
 mod completion;
 mod error;
 #[doc(hidden)]

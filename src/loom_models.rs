@@ -159,7 +159,7 @@ fn callback_task(tally: &StdArc<Tally>, fail_first: u32) -> Job {
         }),
         move |outcome: Outcome<u32>| cb_tally.record(&outcome),
         false,
-        Instant::now(),
+        0,
     )
 }
 
@@ -172,7 +172,7 @@ fn handle_task(tally: &StdArc<Tally>) -> (Job, TaskHandle<u32, Unhealthy>) {
             Ok(ctx.attempt())
         }),
         false,
-        Instant::now(),
+        0,
     )
 }
 
@@ -382,7 +382,7 @@ impl ModelWorker<'_> {
         if let Some(task) = pool.queues.find_task(self.index, &self.local) {
             return Next::Task(task);
         }
-        let backoff = Backoff::new();
+        let backoff = Backoff::with_max_pauses(1);
         let mut woken = false;
         loop {
             if let Some(task) = pool.queues.find_task(self.index, &self.local) {
@@ -672,7 +672,7 @@ fn completion_case(producer: Producer, consumer: Consumer) {
                 Ok(Witness::new(VALUE, &drops))
             }),
             false,
-            Instant::now(),
+            0,
         )
     };
     let worker = thread::spawn(move || match job.claim() {

@@ -1,9 +1,9 @@
 //! [`TaskManager`]: every public submit and run method, funnelled into one enqueue path
 //! ([`TaskManager::submit`]), plus shutdown and snapshots.
 
+use crate::clock::Stamp;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::Instant;
 
 use crate::builder::Builder;
 use crate::completion::TaskHandle;
@@ -222,7 +222,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         if self.inner.shared.is_current_worker() {
             return Err(TaskError::WouldDeadlock);
         }
-        let (job, handle) = task::with_handle(body, priority, Instant::now());
+        let (job, handle) = task::with_handle(body, priority, self.inner.shared.metrics.now());
         self.submit(job, priority, true);
         handle.wait()
     }
@@ -232,7 +232,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         B: Body<R, E, T>,
     {
-        let (job, handle) = task::with_handle(body, priority, Instant::now());
+        let (job, handle) = task::with_handle(body, priority, self.inner.shared.metrics.now());
         self.submit(job, priority, false);
         handle
     }
@@ -243,7 +243,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         B: Body<R, E, T>,
         C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
     {
-        let job = task::with_callback(body, cb, priority, Instant::now());
+        let job = task::with_callback(body, cb, priority, self.inner.shared.metrics.now());
         self.submit(job, priority, false);
     }
 
@@ -467,10 +467,10 @@ where
 {
     let metrics = &shared.metrics;
     let log = shared.log();
-    let queued_at = Instant::now();
+    let queued_at = metrics.now();
     metrics.arrival(queued_at, false);
-    let ended = |started_at: Option<Instant>, outcome: TaskOutcome| {
-        let finished_at = Instant::now();
+    let ended = |started_at: Option<Stamp>, outcome: TaskOutcome| {
+        let finished_at = metrics.now();
         let tally_ended = match outcome {
             TaskOutcome::Completed => Ended::Completed,
             TaskOutcome::Panicked => Ended::Panicked,
@@ -479,9 +479,9 @@ where
         metrics.outside_ended(tally_ended, finished_at);
         if let Some(c) = &metrics.collector {
             let task = TaskLifecycle {
-                queued_at,
-                started_at,
-                finished_at,
+                queued_at: metrics.clock.instant(queued_at),
+                started_at: started_at.map(|t| metrics.clock.instant(t)),
+                finished_at: metrics.clock.instant(finished_at),
                 attempt: u32::from(started_at.is_some()),
                 priority: false,
                 outcome,
@@ -510,7 +510,7 @@ where
     };
     let mut ctx = TaskContext::new(shared.cancelled.clone());
     ctx.set_attempt(1);
-    let started_at = Some(Instant::now());
+    let started_at = Some(metrics.now());
     let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut resource, &ctx)));
     let (healthy, result) = match outcome {
         Ok(Ok(value)) => {

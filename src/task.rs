@@ -19,8 +19,8 @@
 //! over through the queue's own synchronisation.
 
 use std::marker::PhantomData;
-use std::time::Instant;
 
+use crate::clock::Stamp;
 use crate::completion::{AsSlot, Callback, Claim, Delivered, Slot};
 use crate::error::TaskError;
 use crate::sync::{Arc, AtomicBool, Ordering, UnsafeCell, coerce_arc};
@@ -122,8 +122,8 @@ pub(crate) trait Job<R, E>: Send + Sync {
     fn run(&self, resource: &mut R, ctx: &TaskContext) -> Result<Delivered, E>;
     /// Delivers a final error outcome, unless one was already delivered.
     fn fail(&self, error: TaskError<E>) -> Delivered;
-    /// When it was accepted.
-    fn queued_at(&self) -> Instant;
+    /// When it was accepted (the manager's clock).
+    fn queued_at(&self) -> Stamp;
     /// Whether it was submitted with priority.
     fn priority(&self) -> bool;
 }
@@ -173,7 +173,7 @@ impl<R, E> JobRef<R, E> {
         self.job().fail(error)
     }
     #[inline]
-    pub(crate) fn queued_at(&self) -> Instant {
+    pub(crate) fn queued_at(&self) -> Stamp {
         self.job().queued_at()
     }
     #[inline]
@@ -256,7 +256,7 @@ pub(crate) struct TaskCell<B, P, T, E> {
     task: UnsafeCell<TaskPart<B>>,
     port: P,
     priority: bool,
-    queued_at: Instant,
+    queued_at: Stamp,
     _types: PhantomData<fn() -> (T, E)>,
 }
 
@@ -266,7 +266,7 @@ pub(crate) struct TaskCell<B, P, T, E> {
 unsafe impl<B: Send, P: Sync, T, E> Sync for TaskCell<B, P, T, E> {}
 
 impl<B, P, T, E> TaskCell<B, P, T, E> {
-    fn new(body: B, port: P, priority: bool, queued_at: Instant) -> Self {
+    fn new(body: B, port: P, priority: bool, queued_at: Stamp) -> Self {
         TaskCell {
             task: UnsafeCell::new(TaskPart {
                 body: Some(body),
@@ -361,7 +361,7 @@ where
         self.port.deliver(Err(error))
     }
     #[inline]
-    fn queued_at(&self) -> Instant {
+    fn queued_at(&self) -> Stamp {
         self.queued_at
     }
     #[inline]
@@ -387,7 +387,7 @@ pub(crate) fn with_callback<R, E, T, B, C>(
     body: B,
     cb: C,
     priority: bool,
-    queued_at: Instant,
+    queued_at: Stamp,
 ) -> JobRef<R, E>
 where
     B: Body<R, E, T>,
@@ -408,7 +408,7 @@ where
 pub(crate) fn with_handle<R, E, T, B>(
     body: B,
     priority: bool,
-    queued_at: Instant,
+    queued_at: Stamp,
 ) -> (JobRef<R, E>, crate::TaskHandle<T, E>)
 where
     B: Body<R, E, T>,
@@ -442,7 +442,7 @@ mod tests {
                 Ok(*r)
             }),
             false,
-            Instant::now(),
+            0,
         );
         assert_eq!(job.claim(), Claim::Held);
         assert_eq!(job.begin_attempt(), 1);
@@ -454,19 +454,13 @@ mod tests {
 
     #[test]
     fn a_dropped_job_answers_killed_and_a_cancelled_one_stays_cancelled() {
-        let (job, handle) = with_handle::<(), (), u8, _>(
-            Many(|_: &mut (), _: &TaskContext| Ok(1)),
-            true,
-            Instant::now(),
-        );
+        let (job, handle) =
+            with_handle::<(), (), u8, _>(Many(|_: &mut (), _: &TaskContext| Ok(1)), true, 0);
         drop(job);
         assert_eq!(handle.wait(), Err(TaskError::Killed));
 
-        let (job, handle) = with_handle::<(), (), u8, _>(
-            Many(|_: &mut (), _: &TaskContext| Ok(1)),
-            true,
-            Instant::now(),
-        );
+        let (job, handle) =
+            with_handle::<(), (), u8, _>(Many(|_: &mut (), _: &TaskContext| Ok(1)), true, 0);
         assert!(handle.cancel());
         assert_eq!(job.claim(), Claim::Cancelled);
         drop(job);
@@ -484,7 +478,7 @@ mod tests {
                 c.fetch_add(1, Ordering::SeqCst);
             },
             false,
-            Instant::now(),
+            0,
         );
         assert_eq!(job.begin_attempt(), 1);
         assert!(job.run(&mut (), &ctx()).is_err());
@@ -503,7 +497,7 @@ mod tests {
             let (job, handle) = with_handle::<u64, (), u64, _>(
                 Many(move |r: &mut u64, _: &TaskContext| Ok(*r + i)),
                 false,
-                Instant::now(),
+                0,
             );
             let worker = thread::spawn(move || {
                 let _ = job.claim();

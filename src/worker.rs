@@ -37,9 +37,10 @@
 //! so the process aborts ([`AbortOnUnwind`]) rather than leave submitters waiting forever.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::burst::{self, Wakeup};
+use crate::clock::Stamp;
 use crate::completion::{Claim, Delivered};
 use crate::error::{TaskError, panic_message};
 use crate::metrics::Ended;
@@ -53,6 +54,11 @@ use crate::sync::deque::Worker;
 use crate::sync::mpsc::Sender;
 use crate::sync::{Arc, Backoff, Ordering, thread};
 use crate::task::{JobRef, TaskContext};
+
+/// A searching worker polls the queues with at most this many `spin_loop` hints in between
+/// (~250 ns here; one poll reads several queues): a task that arrives while it spins starts
+/// within that (see [`Backoff`]).
+const SEARCH_MAX_PAUSES: u32 = 8;
 
 /// Everything a worker thread starts with.
 pub(crate) struct WorkerInit<R, E> {
@@ -152,7 +158,7 @@ struct WorkerLoop<'a, R, E> {
     ctx: TaskContext,
     recorder: LocalRecorder,
     /// The last clock read, while it can still serve as "now" (no search since).
-    last_clock: Option<Instant>,
+    last_clock: Option<Stamp>,
     /// A burst slot (it may be asked to park).
     burst: bool,
 }
@@ -176,7 +182,7 @@ enum Next<R, E> {
 /// The parts of a task that outlive delivering it, for the tally and the collector.
 #[derive(Clone, Copy)]
 struct Seen {
-    queued_at: Instant,
+    queued_at: Stamp,
     priority: bool,
 }
 
@@ -295,7 +301,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
         }
         // Searching: the last clock read no longer stands for "now".
         self.last_clock = None;
-        let backoff = Backoff::new();
+        let backoff = Backoff::with_max_pauses(SEARCH_MAX_PAUSES);
         let mut woken = false;
         loop {
             if let Some(task) = shared.queues.find_task(self.index, &self.local) {
@@ -353,9 +359,8 @@ impl<R, E> WorkerLoop<'_, R, E> {
     fn record(
         &self,
         seen: Seen,
-        started_at: Option<Instant>,
-        finished_at: Instant,
-        finished_nanos: u64,
+        started_at: Option<Stamp>,
+        finished_at: Stamp,
         attempt: u32,
         outcome: TaskOutcome,
         delivered: Delivered,
@@ -372,12 +377,13 @@ impl<R, E> WorkerLoop<'_, R, E> {
         };
         shared
             .metrics
-            .worker_ended(&self.slot.metrics.tally, ended, finished_nanos);
+            .worker_ended(&self.slot.metrics.tally, ended, finished_at);
         if let Some(collector) = &shared.metrics.collector {
+            let clock = &shared.metrics.clock;
             let task = TaskLifecycle {
-                queued_at: seen.queued_at,
-                started_at,
-                finished_at,
+                queued_at: clock.instant(seen.queued_at),
+                started_at: started_at.map(|t| clock.instant(t)),
+                finished_at: clock.instant(finished_at),
                 attempt,
                 priority: seen.priority,
                 outcome,
@@ -403,9 +409,8 @@ impl<R, E> WorkerLoop<'_, R, E> {
                 Ok(())
             }
         };
-        let now = Instant::now();
-        let nanos = self.shared.metrics.nanos(now);
-        self.record(seen, None, now, nanos, attempt, outcome, delivered);
+        let now = self.shared.metrics.now();
+        self.record(seen, None, now, attempt, outcome, delivered);
     }
 
     fn handle(&mut self, queued: Queued<R, E>) {
@@ -437,7 +442,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
         // after it (then it started no earlier than it was queued).
         let started_at = match self.last_clock.take() {
             Some(t) => t.max(seen.queued_at),
-            None => Instant::now(),
+            None => shared.metrics.now(),
         };
         let resource = self
             .resource
@@ -445,22 +450,19 @@ impl<R, E> WorkerLoop<'_, R, E> {
             .expect("a worker runs tasks only while it holds a resource");
         let ctx = &self.ctx;
         let outcome = catch_unwind(AssertUnwindSafe(|| job.run(resource, ctx)));
-        let finished_at = Instant::now();
-        let finished_nanos = shared.metrics.nanos(finished_at);
-        let exec_nanos = (finished_at - started_at).as_nanos() as u64;
-        let wait_nanos = started_at
-            .saturating_duration_since(seen.queued_at)
-            .as_nanos() as u64;
+        let finished_at = shared.metrics.now();
+        let exec_nanos = finished_at.saturating_sub(started_at);
+        let wait_nanos = started_at.saturating_sub(seen.queued_at);
         if shared.bursting {
             shared
                 .metrics
-                .worker_busy(&self.slot.metrics.tally, exec_nanos, finished_nanos);
+                .worker_busy(&self.slot.metrics.tally, exec_nanos, finished_at);
         }
         self.recorder.record(exec_nanos, wait_nanos);
         shared.metrics.timed(exec_nanos, wait_nanos);
         if self
             .recorder
-            .tick(finished_nanos, &self.slot.metrics.published)
+            .tick(finished_at, &self.slot.metrics.published)
         {
             self.published();
         }
@@ -476,7 +478,6 @@ impl<R, E> WorkerLoop<'_, R, E> {
                     seen,
                     started,
                     finished_at,
-                    finished_nanos,
                     attempt,
                     TaskOutcome::Completed,
                     delivered,
@@ -492,7 +493,6 @@ impl<R, E> WorkerLoop<'_, R, E> {
                         seen,
                         started,
                         finished_at,
-                        finished_nanos,
                         attempt,
                         TaskOutcome::Failed,
                         delivered,
@@ -504,7 +504,6 @@ impl<R, E> WorkerLoop<'_, R, E> {
                             seen,
                             started,
                             finished_at,
-                            finished_nanos,
                             attempt,
                             TaskOutcome::Retried,
                             Ok(()),
@@ -520,7 +519,6 @@ impl<R, E> WorkerLoop<'_, R, E> {
                         seen,
                         started,
                         finished_at,
-                        finished_nanos,
                         attempt,
                         TaskOutcome::Failed,
                         delivered,
@@ -536,7 +534,6 @@ impl<R, E> WorkerLoop<'_, R, E> {
                     seen,
                     started,
                     finished_at,
-                    finished_nanos,
                     attempt,
                     TaskOutcome::Panicked,
                     delivered,

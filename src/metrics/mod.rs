@@ -21,11 +21,12 @@ pub(crate) mod recorder;
 pub(crate) mod window;
 
 use std::cell::Cell;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 
+use crate::clock::{Clock, Stamp};
 use crate::sync::{AtomicU64, Ordering, StdAtomicUsize};
 use collector::MetricsCollector;
 use recorder::{Published, new_histogram};
@@ -156,8 +157,8 @@ fn shard() -> usize {
 
 /// The manager-wide metrics state.
 pub(crate) struct Metrics {
-    /// Time zero for ticks.
-    pub(crate) base: Instant,
+    /// The task-path clock; its stamps are the ticks' time.
+    pub(crate) clock: Clock,
     pub(crate) ticks: Ticks,
     arrivals: Box<[CachePadded<Window>]>,
     arrived: Box<[CachePadded<AtomicU64>]>,
@@ -177,7 +178,7 @@ impl Metrics {
         Metrics {
             #[cfg(feature = "metrics")]
             facade: facade::Facade::new(pool),
-            base: Instant::now(),
+            clock: Clock::new(),
             ticks: Ticks::new(window),
             arrivals: (0..ARRIVAL_SHARDS).map(|_| Default::default()).collect(),
             arrived: (0..ARRIVAL_SHARDS).map(|_| Default::default()).collect(),
@@ -186,23 +187,18 @@ impl Metrics {
         }
     }
 
-    /// Nanoseconds since `base` (0 for instants before it).
+    /// Now, on the task-path clock.
     #[inline]
-    pub(crate) fn nanos(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.base).as_nanos() as u64
-    }
-
-    #[inline]
-    pub(crate) fn tick(&self, at: Instant) -> u64 {
-        self.ticks.tick(self.nanos(at))
+    pub(crate) fn now(&self) -> Stamp {
+        self.clock.now()
     }
 
     /// A task was accepted at `at`.
     #[inline]
-    pub(crate) fn arrival(&self, at: Instant, priority: bool) {
+    pub(crate) fn arrival(&self, at: Stamp, priority: bool) {
         let s = shard();
         self.arrived[s].fetch_add(1, Ordering::Relaxed);
-        self.arrivals[s].record(self.tick(at));
+        self.arrivals[s].record(self.ticks.tick(at));
         #[cfg(feature = "metrics")]
         self.facade.arrival();
         if let Some(c) = &self.collector {
@@ -210,7 +206,7 @@ impl Metrics {
         }
     }
 
-    /// A worker's task ended (or was re-queued) at `at_nanos` (see [`Self::nanos`]); `tally`
+    /// A worker's task ended (or was re-queued) at `at_nanos` (see [`Self::now`]); `tally`
     /// is the worker's own.
     #[inline]
     pub(crate) fn worker_ended(&self, tally: &Tally, ended: Ended, at_nanos: u64) {
@@ -227,7 +223,7 @@ impl Metrics {
 
     /// The load over the window ending now, as the burst controller reads it.
     pub(crate) fn load<'a>(&self, workers: impl Iterator<Item = &'a WorkerMetrics>) -> Load {
-        let nanos = self.nanos(Instant::now());
+        let nanos = self.now();
         let tick = self.ticks.tick(nanos);
         let (mut ended, mut busy) = (0, 0);
         for w in workers {
@@ -243,8 +239,8 @@ impl Metrics {
     }
 
     /// A `run_task` call ended at `at`.
-    pub(crate) fn outside_ended(&self, ended: Ended, at: Instant) {
-        self.outside.record_shared(ended, self.tick(at));
+    pub(crate) fn outside_ended(&self, ended: Ended, at: Stamp) {
+        self.outside.record_shared(ended, self.ticks.tick(at));
         #[cfg(feature = "metrics")]
         self.facade.ended(ended);
     }
@@ -276,8 +272,7 @@ impl Metrics {
         &self,
         workers: impl Iterator<Item = &'a WorkerMetrics>,
     ) -> TaskMetrics {
-        let now = Instant::now();
-        let nanos = self.nanos(now);
+        let nanos = self.now();
         let tick = self.ticks.tick(nanos);
         let mut m = TaskMetrics::default();
         let mut exec = new_histogram();
