@@ -744,14 +744,17 @@ fn completion_case(producer: Producer, consumer: Consumer) {
 /// (`ShuttingDown`, never run) or accepted, and then run exactly once before the worker
 /// exits: the worker must not exit with it queued (it would be stranded: loom would see no
 /// outcome) nor sleep through it (loom reports the deadlock). Second scenario: a task was
-/// accepted before the worker started, and the submission races both.
+/// accepted before the worker started, and the submission races both. Third: two submitters
+/// race `stop`, so one can be refused while the other is accepted and not yet pushed: the
+/// refused one's brief `+1/-1` on the lifecycle word must not let the worker exit with the
+/// accepted task on its way.
 ///
 /// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): one task 3 532 executions, with a task
-/// queued before 2 514; 0.6 s in all.
+/// queued before 2 514, two submitters 91 385; 13 s in all.
 pub fn stop_racing_a_submission_neither_strands_nor_runs_twice() {
-    for queued_before in [false, true] {
+    for (queued_before, submitters) in [(false, 1), (true, 1), (false, 2)] {
         explore(
-            &format!("stop vs submit (task queued before: {queued_before})"),
+            &format!("stop vs {submitters} submitter(s) (task queued before: {queued_before})"),
             move || {
                 let (pool, mut locals) = Pool::new(1, 0);
                 let early = StdArc::new(Tally::default());
@@ -759,18 +762,26 @@ pub fn stop_racing_a_submission_neither_strands_nor_runs_twice() {
                     assert!(pool.submit(callback_task(&early, 0)));
                 }
                 let worker = spawn_worker(&pool, 0, locals.remove(0));
-                let tally = StdArc::new(Tally::default());
-                let submitter = {
-                    let (pool, tally) = (pool.clone(), tally.clone());
-                    thread::spawn(move || pool.submit(callback_task(&tally, 0)))
-                };
+                let racing: Vec<_> = (0..submitters)
+                    .map(|_| {
+                        let tally = StdArc::new(Tally::default());
+                        let (pool, mine) = (pool.clone(), tally.clone());
+                        let submitter = thread::spawn(move || pool.submit(callback_task(&mine, 0)));
+                        (tally, submitter)
+                    })
+                    .collect();
                 pool.begin_shutdown(false);
-                let accepted = submitter.join().unwrap();
+                let racing: Vec<_> = racing
+                    .into_iter()
+                    .map(|(tally, submitter)| (tally, submitter.join().unwrap()))
+                    .collect();
                 worker.join().unwrap();
-                match tally.only() {
-                    "completed" => assert!(accepted && tally.ran() == 1),
-                    "refused" => assert!(!accepted && tally.ran() == 0),
-                    other => panic!("stop gave a task the outcome {other}"),
+                for (tally, accepted) in racing {
+                    match tally.only() {
+                        "completed" => assert!(accepted && tally.ran() == 1),
+                        "refused" => assert!(!accepted && tally.ran() == 0),
+                        other => panic!("stop gave a task the outcome {other}"),
+                    }
                 }
                 if queued_before {
                     assert_eq!(early.only(), "completed");
@@ -791,7 +802,7 @@ pub fn stop_racing_a_submission_neither_strands_nor_runs_twice() {
 /// outcome: `Ok` when its body ran (a running task finishes its attempt), `Killed` when it
 /// was resolved unrun, `ShuttingDown` for a refused submission; and the worker exits.
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 3 620 executions, 0.5 s.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 3 620 executions, 0.4 s.
 pub fn kill_racing_queued_and_running_tasks_resolves_each_once() {
     explore("kill vs queued and running tasks", || {
         let (pool, mut locals) = Pool::new(1, 0);
@@ -839,7 +850,7 @@ pub fn kill_racing_queued_and_running_tasks_resolves_each_once() {
 /// `kill` instead of `stop`: exactly one outcome, `Ok` after two runs, `Failed` after one
 /// (killed before the re-queue), or `Killed` (killed before a run).
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): stop 6 086 executions, kill 4 958; 1.1 s
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): stop 6 086 executions, kill 4 958; 1.0 s
 /// in all.
 ///
 /// It bites: a worker that gives the ticket back when it re-queues (and takes a fresh one)
@@ -895,7 +906,7 @@ pub fn unhealthy_requeue_racing_stop() {
 /// `PARKED` before it waits (unit test `a_slot_activated_then_asked_to_park_before_it_ran_*`
 /// in `burst.rs`).
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 112 067 executions, 22 s. (A second
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 112 067 executions, 16-22 s. (A second
 /// scenario, the task pushed before the request, took 354 910 executions and 72 s: dropped
 /// for time. With one task, a batch steal never
 /// leaves anything in a local deque, so `park`'s hand-back is not exercised here.)
