@@ -72,7 +72,14 @@ impl<R, E> Queues<R, E> {
             }
             let n = self.stealers.len();
             for k in 1..n {
-                match self.stealers[(me + k) % n].steal_batch_and_pop(local) {
+                let peer = &self.stealers[(me + k) % n];
+                // A look first: two loads and a fence, where a steal attempt pins the
+                // deque's epoch even to find it empty. A searching worker polls its peers
+                // on every round, and their deques are mostly empty.
+                if peer.is_empty() {
+                    continue;
+                }
+                match peer.steal_batch_and_pop(local) {
                     Steal::Success(job) => return Some(job),
                     Steal::Retry => retry = true,
                     Steal::Empty => {}
