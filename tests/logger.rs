@@ -65,6 +65,18 @@ impl Logger for Capture {
     }
 }
 
+/// A manager of `workers` fixed workers (no burst slots) logging into a fresh `Capture`.
+fn logged(counts: &Counts, workers: usize) -> (TaskManager<Conn, DbError>, Capture) {
+    let log = Capture::default();
+    let m = builder(counts)
+        .worker_count(workers)
+        .max_worker_count(workers)
+        .logger(log.clone())
+        .build()
+        .unwrap();
+    (m, log)
+}
+
 fn is_shutdown_line(line: &str) -> bool {
     line.contains("shutdown") || line.contains("shutting down")
 }
@@ -72,13 +84,7 @@ fn is_shutdown_line(line: &str) -> bool {
 #[test]
 fn a_panicking_callback_is_an_error_line() {
     let counts = Counts::new();
-    let log = Capture::default();
-    let m = builder(&counts)
-        .worker_count(1)
-        .max_worker_count(1)
-        .logger(log.clone())
-        .build()
-        .unwrap();
+    let (m, log) = logged(&counts, 1);
     let (tx, rx) = mpsc::channel();
     m.queue_task_with_callback(
         |_: &mut Conn, _: &TaskContext| Ok(7),
@@ -155,13 +161,7 @@ fn an_unhealthy_error_is_an_info_line_about_the_replaced_resource() {
 #[test]
 fn a_panicking_task_is_an_info_line_about_the_replaced_resource() {
     let counts = Counts::new();
-    let log = Capture::default();
-    let m = builder(&counts)
-        .worker_count(1)
-        .max_worker_count(1)
-        .logger(log.clone())
-        .build()
-        .unwrap();
+    let (m, log) = logged(&counts, 1);
     let outcome = m.queue_task(|_: &mut Conn, _: &TaskContext| -> Result<(), DbError> {
         panic!("task panicked on purpose")
     });
@@ -176,13 +176,7 @@ fn a_panicking_task_is_an_info_line_about_the_replaced_resource() {
 #[test]
 fn stop_is_an_info_line_about_shutdown() {
     let counts = Counts::new();
-    let log = Capture::default();
-    let m = builder(&counts)
-        .worker_count(2)
-        .max_worker_count(2)
-        .logger(log.clone())
-        .build()
-        .unwrap();
+    let (m, log) = logged(&counts, 2);
     assert!(log.above_debug().is_empty(), "{:?}", log.lines());
     m.stop().unwrap();
     let infos = log.at(Level::Info);
@@ -195,13 +189,7 @@ fn stop_is_an_info_line_about_shutdown() {
 #[test]
 fn kill_is_an_info_line_about_shutdown() {
     let counts = Counts::new();
-    let log = Capture::default();
-    let m = builder(&counts)
-        .worker_count(1)
-        .max_worker_count(1)
-        .logger(log.clone())
-        .build()
-        .unwrap();
+    let (m, log) = logged(&counts, 1);
     m.kill().unwrap();
     let infos = log.at(Level::Info);
     assert_eq!(infos.len(), 1, "{:?}", log.lines());
@@ -302,13 +290,7 @@ fn a_failing_on_create_while_replacing_is_a_warn_line() {
 #[test]
 fn successful_tasks_write_no_line_above_debug() {
     let counts = Counts::new();
-    let log = Capture::default();
-    let m = builder(&counts)
-        .worker_count(2)
-        .max_worker_count(2)
-        .logger(log.clone())
-        .build()
-        .unwrap();
+    let (m, log) = logged(&counts, 2);
     let ok = |c: &mut Conn, _: &TaskContext| Ok::<_, DbError>(c.id);
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
