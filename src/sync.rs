@@ -782,3 +782,31 @@ pub(crate) mod deque {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A spin is bounded whatever its cap (so an idle thread always reaches its blocking
+    /// wait), polls more often with a smaller cap, and starts over after `reset`.
+    #[test]
+    fn a_backoff_spends_its_budget_then_yields_then_completes() {
+        let polls_until_complete = |backoff: &Backoff| {
+            let mut polls = 0;
+            while !backoff.is_completed() {
+                backoff.snooze();
+                polls += 1;
+                assert!(polls <= SPIN_BUDGET + YIELDS, "the spin is not bounded");
+            }
+            polls
+        };
+        let fine = Backoff::with_max_pauses(2);
+        let coarse = Backoff::with_max_pauses(8);
+        let (fine_polls, coarse_polls) =
+            (polls_until_complete(&fine), polls_until_complete(&coarse));
+        assert!(coarse_polls > YIELDS && fine_polls > coarse_polls);
+        fine.reset();
+        assert!(!fine.is_completed());
+        assert_eq!(polls_until_complete(&fine), fine_polls);
+    }
+}

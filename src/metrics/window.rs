@@ -143,6 +143,49 @@ pub(crate) fn rate(count: u64, ticks: &Ticks, nanos: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The multiply that replaced the division: never more than one tick behind the exact
+    /// quotient, never ahead, and monotonic, for tiny, default and huge tick widths.
+    #[test]
+    fn ticks_by_inverse_match_the_division_within_one_and_never_go_back() {
+        let windows = [
+            Duration::from_nanos(1),
+            Duration::from_nanos(10),
+            Duration::from_millis(1),
+            Duration::from_secs(10),
+            Duration::from_secs(3 * 3600),
+            Duration::MAX,
+        ];
+        for window in windows {
+            let ticks = Ticks::new(window);
+            let d = ticks.tick_nanos;
+            let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+            let mut samples: Vec<u64> = (0..2_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Up to ~30 years of nanoseconds, plus tick boundaries and their neighbours.
+                    x % (1 << 60)
+                })
+                .collect();
+            for k in [1u64, 2, 7, 1_000, 123_456_789] {
+                let at = k.saturating_mul(d);
+                samples.extend([at.saturating_sub(1), at, at.saturating_add(1)]);
+            }
+            samples.sort_unstable();
+            let mut last = 0;
+            for n in samples {
+                let (got, exact) = (ticks.tick(n), n / d);
+                assert!(
+                    got <= exact && exact - got <= 1,
+                    "{n} / {d}: {got} vs {exact}"
+                );
+                assert!(got >= last, "tick went back at {n}");
+                last = got;
+            }
+        }
+    }
     use crate::sync::{Arc, thread};
 
     const MS: u64 = 1_000_000;
