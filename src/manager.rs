@@ -469,8 +469,10 @@ where
     let log = shared.log();
     let queued_at = metrics.now();
     metrics.arrival(queued_at, false);
+    // Stamps are clamped to never go back: this thread may move to a CPU whose time-stamp
+    // counter is a little behind.
     let ended = |started_at: Option<Stamp>, outcome: TaskOutcome| {
-        let finished_at = metrics.now();
+        let finished_at = metrics.now().max(started_at.unwrap_or(queued_at));
         let tally_ended = match outcome {
             TaskOutcome::Completed => Ended::Completed,
             TaskOutcome::Panicked => Ended::Panicked,
@@ -510,7 +512,7 @@ where
     };
     let mut ctx = TaskContext::new(shared.cancelled.clone());
     ctx.set_attempt(1);
-    let started_at = Some(metrics.now());
+    let started_at = Some(metrics.now().max(queued_at));
     let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut resource, &ctx)));
     let (healthy, result) = match outcome {
         Ok(Ok(value)) => {

@@ -409,7 +409,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
                 Ok(())
             }
         };
-        let now = self.shared.metrics.now();
+        let now = self.shared.metrics.now().max(seen.queued_at);
         self.record(seen, None, now, attempt, outcome, delivered);
     }
 
@@ -438,20 +438,22 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let seen = Seen::of(&job);
         let attempt = job.begin_attempt();
         self.ctx.set_attempt(attempt);
-        // The read that ended the previous task stands for "now", unless the task was queued
-        // after it (then it started no earlier than it was queued).
+        // The read that ended the previous task stands for "now". Either way a task starts no
+        // earlier than it was queued: that read may predate the queueing, and two cores'
+        // time-stamp counters may disagree by a little.
         let started_at = match self.last_clock.take() {
-            Some(t) => t.max(seen.queued_at),
+            Some(t) => t,
             None => shared.metrics.now(),
-        };
+        }
+        .max(seen.queued_at);
         let resource = self
             .resource
             .as_mut()
             .expect("a worker runs tasks only while it holds a resource");
         let ctx = &self.ctx;
         let outcome = catch_unwind(AssertUnwindSafe(|| job.run(resource, ctx)));
-        let finished_at = shared.metrics.now();
-        let exec_nanos = finished_at.saturating_sub(started_at);
+        let finished_at = shared.metrics.now().max(started_at);
+        let exec_nanos = finished_at - started_at;
         let wait_nanos = started_at.saturating_sub(seen.queued_at);
         if shared.bursting {
             shared
