@@ -11,8 +11,9 @@
 //! Stamps are plain `u64` nanoseconds, so a task cell carries 8 bytes of time, not an
 //! `Instant`'s 16, and the metrics' windows take them as they are. Where a stamp leaves the
 //! crate (a [`TaskLifecycle`](crate::TaskLifecycle) handed to a collector) it is turned into an
-//! `Instant` by [`Clock::instant`]: the `Instant` taken at build plus the stamp. Differences of
-//! stamps taken on two cores saturate at zero, should the cores' counters disagree slightly.
+//! `Instant` by [`Clock::instant`]: the `Instant` taken at build plus the stamp. Should two
+//! cores' counters disagree slightly, the task path clamps its stamps so that a task never
+//! starts before it was queued nor ends before it started.
 
 use std::time::{Duration, Instant};
 
