@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Conn, Counts, DbError, Gate, TIMEOUT, builder, eventually};
+use common::{Conn, Counts, DbError, Gate, Rng, TIMEOUT, builder, eventually};
 use tasker::{
     MetricsCollector, TaskContext, TaskError, TaskLifecycle, TaskManager, TaskMetrics, TaskOutcome,
     WorkerEvent,
@@ -133,22 +133,6 @@ fn task_digests(events: &[Event]) -> BTreeMap<Digest, usize> {
     out
 }
 
-/// A tiny deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 const MAX_RETRIES: u32 = 2;
 
 #[derive(Debug, Clone, Copy)]
@@ -262,7 +246,7 @@ type Outcome = Result<u32, TaskError<DbError>>;
 /// blocked worker, then kills the manager with tasks queued, then submits refused tasks, and
 /// checks the collector saw exactly what happened.
 fn random_mix(seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let counts = Counts::new();
     let recorder = Arc::new(Recorder::default());
     let m = builder(&counts)

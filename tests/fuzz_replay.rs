@@ -5,31 +5,17 @@
 //! A failing input panics with the target's report (`tasker fuzz: ...`); the test names the
 //! seed file, or the generator seed, to replay it (`fuzz/README.md`).
 
+mod common;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
+use common::Rng;
 use tasker::fuzzing;
 
 /// Pseudo-random inputs per target and test. Each `ops` input builds a manager and runs up to
 /// 64 operations (about a millisecond in debug builds).
 const RANDOM_INPUTS: u64 = 1_500;
-
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
 
 /// An input of up to `max_len` bytes for generator seed `seed`.
 fn input(seed: u64, max_len: u64) -> Vec<u8> {

@@ -15,12 +15,15 @@
 //! Violations seen on worker threads (where a panic would just be caught by the manager) are
 //! collected and asserted at the end of the round.
 
+mod common;
+
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, Once, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use tasker::{TaskContext, TaskError, TaskHandle, TaskManager};
 
 const SUBMITTERS: usize = 4;
@@ -34,36 +37,6 @@ const MAX_RETRIES: u32 = 2;
 const HANG: Duration = Duration::from_secs(10);
 const WORKER_PREFIX: &str = "stressw";
 const PANIC_PREFIX: &str = "stress-panic";
-
-// ----- PRNG -----
-
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-        for _ in 0..4 {
-            r.next();
-        }
-        r
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// True with probability `pct` percent.
-    fn chance(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-}
 
 // ----- what a submission is -----
 

@@ -171,3 +171,36 @@ impl Default for Gate {
         Self::new()
     }
 }
+
+/// A tiny deterministic generator (xorshift64*) for seeded random test inputs.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Any seed works (0 included): it is mixed, and a few outputs are skipped.
+    pub fn new(seed: u64) -> Self {
+        let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        for _ in 0..4 {
+            r.next();
+        }
+        r
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform enough in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// True with probability `pct` percent.
+    pub fn chance(&mut self, pct: u64) -> bool {
+        self.below(100) < pct
+    }
+}
