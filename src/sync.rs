@@ -578,8 +578,6 @@ impl Backoff {
         Backoff(())
     }
     pub(crate) fn reset(&self) {}
-    #[allow(dead_code)]
-    pub(crate) fn spin(&self) {}
     pub(crate) fn snooze(&self) {}
     pub(crate) fn is_completed(&self) -> bool {
         true
