@@ -71,39 +71,36 @@ impl Clock {
 mod tests {
     use super::*;
 
+    /// Stamps measure real time: bracketed by `Instant` reads, a stamped interval is never
+    /// shorter than the sleep inside it nor longer than the bracket (1 % slack for the
+    /// counter's calibration), and a stamp maps back inside its bracket. Preemption only
+    /// widens the brackets, so a busy machine cannot make this fail.
     #[test]
     fn stamps_advance_with_real_time_and_map_back_to_instants() {
         let clock = Clock::new();
+        let outer_start = Instant::now();
         let a = clock.now();
-        let before = Instant::now();
         std::thread::sleep(Duration::from_millis(20));
-        let after = Instant::now();
         let b = clock.now();
-        assert!(b >= a);
-        // The sleep lasted at least 20 ms of real time; the stamps agree within 5 ms (the
-        // TSC's calibration error is parts per million; the slack is for the OS).
-        let real = after.duration_since(before).as_nanos() as i128;
-        let seen = (b - a) as i128;
+        let outer = outer_start.elapsed().as_nanos() as u64;
+        let seen = b.saturating_sub(a);
         assert!(
-            seen >= 20_000_000,
+            seen >= 19_000_000,
             "stamps moved {seen} ns over a 20 ms sleep"
         );
         assert!(
-            (seen - real).abs() < 5_000_000,
-            "stamps {seen} ns vs real {real} ns"
+            seen <= outer + outer / 100 + 1_000,
+            "stamps {seen} ns vs bracket {outer} ns"
         );
-        // Mapped back, a stamp lands next to the Instant read at the same moment.
-        let now_stamp = clock.now();
-        let now_instant = Instant::now();
-        let mapped = clock.instant(now_stamp);
-        let skew = if mapped > now_instant {
-            mapped - now_instant
-        } else {
-            now_instant - mapped
-        };
+
+        let tolerance = Duration::from_millis(1);
+        let before = Instant::now();
+        let stamp = clock.now();
+        let after = Instant::now();
+        let mapped = clock.instant(stamp);
         assert!(
-            skew < Duration::from_millis(5),
-            "mapped stamp off by {skew:?}"
+            mapped + tolerance >= before && mapped <= after + tolerance,
+            "mapped stamp {mapped:?} outside [{before:?}, {after:?}]"
         );
     }
 }
