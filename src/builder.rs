@@ -7,11 +7,12 @@ use crossbeam_utils::CachePadded;
 
 use crate::error::BuildError;
 use crate::lifecycle::Lifecycle;
-use crate::log::{Log, Logger, TracingLogger};
+use crate::log::{Logger, TracingLogger};
 use crate::manager::TaskManager;
 use crate::metrics::Metrics;
 use crate::metrics::collector::MetricsCollector;
 use crate::metrics::window;
+use crate::observe::Observer;
 use crate::resource_pool::{CreateError, CreateFn, DestroyFn, HealthFn, Hooks, ResourcePool};
 use crate::scheduler::Queues;
 use crate::scheduler::capacity::Capacity;
@@ -279,13 +280,22 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             check_health: self.check_health,
         };
 
+        let metrics = Metrics::new(
+            self.metrics_window,
+            self.collector,
+            &self.thread_name_prefix,
+        );
         // The run_task pool, made on this thread.
         let pool = ResourcePool::new();
         for _ in 0..self.resource_pool_size.unwrap_or(base) {
             match hooks.create() {
                 Ok(r) => pool.put(r),
                 Err(e) => {
-                    pool.drain(&hooks, &Log(&*self.logger));
+                    let observer = Observer {
+                        metrics: &metrics,
+                        logger: &*self.logger,
+                    };
+                    pool.drain(&hooks, &observer);
                     return Err(e.into());
                 }
             }
@@ -310,11 +320,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             workers: (0..n)
                 .map(|_| CachePadded::new(Default::default()))
                 .collect(),
-            metrics: Metrics::new(
-                self.metrics_window,
-                self.collector,
-                &self.thread_name_prefix,
-            ),
+            metrics,
             logger: self.logger,
             live_workers: AtomicUsize::new(n),
             start_gate: (Mutex::new(false), Condvar::new()),
@@ -385,7 +391,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             for t in threads {
                 let _ = t.join();
             }
-            shared.pool.drain(&shared.hooks, &shared.log());
+            shared.pool.drain(&shared.hooks, &shared.observer());
             return Err(error);
         }
         shared.open_start_gate();

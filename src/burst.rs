@@ -62,7 +62,6 @@
 use std::time::{Duration, Instant};
 
 use crate::metrics::Load;
-use crate::metrics::collector::WorkerEvent;
 use crate::shared::Shared;
 use crate::sync::{Futex, Ordering, thread};
 
@@ -350,19 +349,6 @@ pub(crate) fn controller<R, E>(shared: &Shared<R, E>, interval: Duration, keep_a
             Decision::Hold => {}
         }
         thread::yield_now();
-    }
-}
-
-/// Reports a burst event to the logger and the collector.
-pub(crate) fn event<R, E>(shared: &Shared<R, E>, event: WorkerEvent) {
-    let log = shared.log();
-    match event {
-        WorkerEvent::BurstUp { worker } => log.burst(worker, true),
-        WorkerEvent::BurstDown { worker } => log.burst(worker, false),
-        _ => {}
-    }
-    if let Some(c) = &shared.metrics.collector {
-        c.record_worker_event(event);
     }
 }
 

@@ -39,6 +39,7 @@
 
 #![warn(missing_docs)]
 
+mod attempt;
 mod builder;
 mod burst;
 mod clock;
@@ -50,11 +51,13 @@ mod lifecycle;
 mod log;
 mod manager;
 mod metrics;
+mod observe;
 mod resource_pool;
 mod scheduler;
 mod shared;
 mod sync;
 mod task;
+mod unwind;
 mod worker;
 
 /// Loom models of the protocols (`RUSTFLAGS="--cfg loom"`, run by `loom-tests/`).

@@ -1,22 +1,24 @@
 //! [`TaskManager`]: every public submit and run method, funnelled into one enqueue path
 //! ([`TaskManager::submit`]), plus shutdown and snapshots.
 
-use crate::clock::Stamp;
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use crate::attempt::{self, Ran};
 use crate::builder::Builder;
+use crate::clock::Stamp;
 use crate::completion::TaskHandle;
-use crate::error::{ShutdownError, TaskError, panic_message};
-use crate::lifecycle::Finished;
-use crate::metrics::collector::{TaskLifecycle, TaskOutcome, WorkerEvent};
-use crate::metrics::{Ended, TaskMetrics, TaskStats};
+use crate::error::{ShutdownError, TaskError};
+use crate::lifecycle::{Admitted, Finished};
+use crate::metrics::collector::TaskOutcome;
+use crate::metrics::{TaskMetrics, TaskStats};
+use crate::observe::{Event, Site, TaskEnd};
 use crate::resource_pool::CreateError;
 use crate::scheduler::Queued;
 use crate::shared::Shared;
 use crate::sync::thread::JoinHandle;
 use crate::sync::{Arc, AtomicU32, Condvar, Mutex, Ordering};
 use crate::task::{self, Body, JobRef, Many, Once, TaskContext};
+use crate::unwind;
 
 const RUNNING: u32 = 0;
 const STOPPING: u32 = 1;
@@ -105,7 +107,9 @@ impl<R, E> Drop for Inner<R, E> {
 impl<R, E> Inner<R, E> {
     fn begin_shutdown(&self, kill: bool) {
         let shared = &self.shared;
-        shared.log().shutdown(kill);
+        shared
+            .observer()
+            .observe(Event::ShutdownBegun { kill }, None);
         if kill {
             shared.cancelled.store(true, Ordering::Release);
         }
@@ -137,7 +141,7 @@ impl<R, E> Inner<R, E> {
                     // Workers abort rather than unwind (see `worker`), so join cannot fail.
                     let _ = t.join();
                 }
-                shared.pool.drain(&shared.hooks, &shared.log());
+                shared.pool.drain(&shared.hooks, &shared.observer());
                 shared.publish_gauges();
                 *done.lock().unwrap_or_else(|e| e.into_inner()) = true;
                 cv.notify_all();
@@ -191,7 +195,10 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         }
         match shared.lifecycle.admit() {
             Ok(ticket) => {
-                shared.metrics.arrival(job.queued_at(), priority);
+                let at = job.queued_at();
+                shared
+                    .observer()
+                    .observe(Event::Arrived { at, priority }, None);
                 shared.push(Queued { job, ticket }, priority);
             }
             Err(drained) => {
@@ -209,9 +216,11 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// Answers a refused task on the caller's thread.
     #[cold]
     fn refused(&self, job: JobRef<R, E>, error: TaskError<E>) {
-        if let Err(panic) = job.fail(error) {
-            self.inner.shared.log().callback_panicked(&panic.0);
-        }
+        let delivered = job.fail(error);
+        self.inner
+            .shared
+            .observer()
+            .caught(Site::Callback, delivered.map_err(|panic| panic.0));
     }
 
     fn submit_blocking<T, B>(&self, body: B, priority: bool) -> Result<T, TaskError<E>>
@@ -402,11 +411,14 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
                 return Err(TaskError::ShuttingDown);
             }
         };
-        let scope = shared.enter_run_task();
-        let outcome = run_now(shared, f);
-        drop(scope);
-        shared.finish(ticket);
-        outcome
+        // Finishes the ticket however `run_now` ends, even if it unwinds: a lost ticket would
+        // hold `stop` forever.
+        let _finish = FinishOnDrop {
+            shared,
+            ticket: Some(ticket),
+        };
+        let _scope = shared.enter_run_task();
+        run_now(shared, f)
     }
 
     // ----- shutdown -----
@@ -460,45 +472,57 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     }
 }
 
-/// `run_task`'s body, between admission and finish.
+/// Gives an admission ticket back when dropped (`run_task`'s, whatever happens inside).
+struct FinishOnDrop<'a, R, E> {
+    shared: &'a Shared<R, E>,
+    ticket: Option<Admitted>,
+}
+
+impl<R, E> Drop for FinishOnDrop<'_, R, E> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.shared.finish(ticket);
+        }
+    }
+}
+
+/// `run_task`'s body, between admission and finish: one attempt (see `attempt`) on a pooled
+/// or temporary resource. User code here (the body, hooks, `Drop`s, collector, logger) is all
+/// called under a catch, so nothing unwinds out of it.
 fn run_now<R, E, T, F>(shared: &Shared<R, E>, f: F) -> Result<T, TaskError<E>>
 where
     F: FnOnce(&mut R, &TaskContext) -> Result<T, E>,
 {
     let metrics = &shared.metrics;
-    let log = shared.log();
+    let observer = shared.observer();
     let queued_at = metrics.now();
-    metrics.arrival(queued_at, false);
+    observer.observe(
+        Event::Arrived {
+            at: queued_at,
+            priority: false,
+        },
+        None,
+    );
     // Stamps are clamped to never go back: this thread may move to a CPU whose time-stamp
     // counter is a little behind.
     let ended = |started_at: Option<Stamp>, outcome: TaskOutcome| {
-        let finished_at = metrics.now().max(started_at.unwrap_or(queued_at));
-        let tally_ended = match outcome {
-            TaskOutcome::Completed => Ended::Completed,
-            TaskOutcome::Panicked => Ended::Panicked,
-            _ => Ended::Failed,
+        let end = TaskEnd {
+            queued_at,
+            started_at,
+            finished_at: metrics.now().max(started_at.unwrap_or(queued_at)),
+            attempt: u32::from(started_at.is_some()),
+            priority: false,
+            outcome,
         };
-        metrics.outside_ended(tally_ended, finished_at);
-        if let Some(c) = &metrics.collector {
-            let task = TaskLifecycle {
-                queued_at: metrics.clock.instant(queued_at),
-                started_at: started_at.map(|t| metrics.clock.instant(t)),
-                finished_at: metrics.clock.instant(finished_at),
-                attempt: u32::from(started_at.is_some()),
-                priority: false,
-                outcome,
-            };
-            match outcome {
-                TaskOutcome::Completed => c.record_completion(&task),
-                _ => c.record_failure(&task),
-            }
-        }
+        observer.observe(Event::Ended(end), None);
     };
     let (mut resource, pooled) = match shared.pool.take() {
         Some(r) => (r, true),
         None => match shared.hooks.create() {
             Ok(r) => (r, false),
             Err(e) => {
+                // The body never runs: dropping it is user code too.
+                observer.caught(Site::Drop("a task closure"), unwind::drop_quietly(f));
                 let (outcome, error) = match e {
                     CreateError::Failed(e) => (TaskOutcome::Failed, TaskError::ResourceCreation(e)),
                     CreateError::Panicked(message) => {
@@ -513,38 +537,32 @@ where
     let mut ctx = TaskContext::new(shared.cancelled.clone());
     ctx.set_attempt(1);
     let started_at = Some(metrics.now().max(queued_at));
-    let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut resource, &ctx)));
-    let (healthy, result) = match outcome {
-        Ok(Ok(value)) => {
-            ended(started_at, TaskOutcome::Completed);
-            (true, Ok(value))
-        }
-        Ok(Err(error)) => {
-            ended(started_at, TaskOutcome::Failed);
-            (
-                shared.hooks.is_healthy(&error, &log),
-                Err(TaskError::Failed { error, attempts: 1 }),
-            )
-        }
-        Err(payload) => {
-            ended(started_at, TaskOutcome::Panicked);
-            let message = panic_message(payload.as_ref());
-            (false, Err(TaskError::Panicked { message }))
-        }
+    let ran = Ran::run(&shared.hooks, &observer, &mut resource, |r| f(r, &ctx));
+    let broken = ran.broken();
+    let (outcome, result) = match ran {
+        Ran::Ok(value) => (TaskOutcome::Completed, Ok(value)),
+        Ran::Failed(error) | Ran::Broken(error) => (
+            TaskOutcome::Failed,
+            Err(TaskError::Failed { error, attempts: 1 }),
+        ),
+        Ran::Panicked(message) => (TaskOutcome::Panicked, Err(TaskError::Panicked { message })),
     };
-    match (healthy, pooled) {
-        (true, true) => shared.pool.put(resource),
-        (true, false) => shared.hooks.destroy(resource, &log),
-        (false, pooled) => {
-            shared.hooks.destroy(resource, &log);
-            metrics.replaced(None);
-            if let Some(c) = &metrics.collector {
-                c.record_worker_event(WorkerEvent::PoolResourceReplaced);
-            }
+    ended(started_at, outcome);
+    match (broken, pooled) {
+        (None, true) => shared.pool.put(resource),
+        (None, false) => shared.hooks.destroy(resource, &observer),
+        (Some(panicked), pooled) => {
+            attempt::destroy_broken(&shared.hooks, &observer, resource, None, panicked, None);
             if pooled {
                 match shared.hooks.create() {
                     Ok(r) => shared.pool.put(r),
-                    Err(_) => log.pool_refill_failed(),
+                    Err(e) => {
+                        observer.observe(Event::PoolRefillFailed, None);
+                        if let CreateError::Failed(e) = e {
+                            observer
+                                .caught(Site::Drop("on_create's error"), unwind::drop_quietly(e));
+                        }
+                    }
                 }
             }
         }

@@ -1,11 +1,8 @@
 //! Resources kept for `run_task`, and the user's resource hooks.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
+use crate::observe::{Event, Observer, Site};
 use crate::sync::deque::{Injector, Steal};
-
-use crate::error::panic_message;
-use crate::log::Log;
+use crate::unwind::{self, PanicMessage};
 
 pub(crate) type CreateFn<R, E> = dyn Fn() -> Result<R, E> + Send + Sync;
 pub(crate) type DestroyFn<R, E> = dyn Fn(R) -> Result<(), E> + Send + Sync;
@@ -14,7 +11,7 @@ pub(crate) type HealthFn<E> = dyn Fn(&E) -> bool + Send + Sync;
 /// Why a resource could not be made.
 pub(crate) enum CreateError<E> {
     Failed(E),
-    Panicked(String),
+    Panicked(PanicMessage),
 }
 
 /// The user's `on_create`, `on_destroy` and `check_health`, each call guarded against panics.
@@ -26,36 +23,39 @@ pub(crate) struct Hooks<R, E> {
 
 impl<R, E> Hooks<R, E> {
     pub(crate) fn create(&self) -> Result<R, CreateError<E>> {
-        match catch_unwind(AssertUnwindSafe(|| (self.on_create)())) {
+        match unwind::catch(|| (self.on_create)()) {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(CreateError::Failed(e)),
-            Err(payload) => Err(CreateError::Panicked(panic_message(payload.as_ref()))),
+            Err(message) => Err(CreateError::Panicked(message)),
         }
     }
 
-    /// Passes the resource to `on_destroy` (or drops it). Failures are logged: the resource is
-    /// gone either way.
-    pub(crate) fn destroy(&self, resource: R, log: &Log<'_>) {
+    /// Passes the resource to `on_destroy` (or drops it). Failures, and panics in either, are
+    /// reported: the resource is gone either way.
+    pub(crate) fn destroy(&self, resource: R, observer: &Observer<'_>) {
         let Some(on_destroy) = &self.on_destroy else {
-            drop(resource);
+            observer.caught(Site::Drop("a resource"), unwind::drop_quietly(resource));
             return;
         };
-        match catch_unwind(AssertUnwindSafe(|| on_destroy(resource))) {
+        match unwind::catch(|| on_destroy(resource)) {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => log.destroy_failed(),
-            Err(payload) => log.destroy_panicked(&panic_message(payload.as_ref())),
+            Ok(Err(e)) => {
+                observer.observe(Event::DestroyFailed, None);
+                observer.caught(Site::Drop("on_destroy's error"), unwind::drop_quietly(e));
+            }
+            Err(message) => observer.caught(Site::OnDestroy, Err(message)),
         }
     }
 
     /// `check_health`; a panicking check counts as unhealthy.
-    pub(crate) fn is_healthy(&self, error: &E, log: &Log<'_>) -> bool {
+    pub(crate) fn is_healthy(&self, error: &E, observer: &Observer<'_>) -> bool {
         let Some(check) = &self.check_health else {
             return true;
         };
-        match catch_unwind(AssertUnwindSafe(|| check(error))) {
+        match unwind::catch(|| check(error)) {
             Ok(healthy) => healthy,
-            Err(payload) => {
-                log.health_check_panicked(&panic_message(payload.as_ref()));
+            Err(message) => {
+                observer.caught(Site::CheckHealth, Err(message));
                 false
             }
         }
@@ -93,9 +93,9 @@ impl<R> ResourcePool<R> {
     }
 
     /// Destroys every idle resource. Each is taken once, so concurrent drains are safe.
-    pub(crate) fn drain<E>(&self, hooks: &Hooks<R, E>, log: &Log<'_>) {
+    pub(crate) fn drain<E>(&self, hooks: &Hooks<R, E>, observer: &Observer<'_>) {
         while let Some(r) = self.take() {
-            hooks.destroy(r, log);
+            hooks.destroy(r, observer);
         }
     }
 }

@@ -6,8 +6,9 @@ use crossbeam_utils::CachePadded;
 
 use crate::burst::SlotState;
 use crate::lifecycle::{Admitted, Finished, Lifecycle};
-use crate::log::{Log, Logger};
+use crate::log::Logger;
 use crate::metrics::{Metrics, TaskStats, WorkerMetrics};
+use crate::observe::Observer;
 use crate::resource_pool::{Hooks, ResourcePool};
 use crate::scheduler::capacity::Capacity;
 use crate::scheduler::sleep::Sleep;
@@ -81,9 +82,13 @@ impl<R, E> Shared<R, E> {
         self.cancelled.load(Ordering::Acquire)
     }
 
+    /// Where every event is reported (see `observe`).
     #[inline]
-    pub(crate) fn log(&self) -> Log<'_> {
-        Log(&*self.logger)
+    pub(crate) fn observer(&self) -> Observer<'_> {
+        Observer {
+            metrics: &self.metrics,
+            logger: &*self.logger,
+        }
     }
 
     /// Pushes an accepted task and wakes a worker if one is needed.
@@ -172,7 +177,7 @@ impl<R, E> Shared<R, E> {
     /// A worker thread is leaving; the last one empties the `run_task` pool.
     pub(crate) fn worker_exited(&self) {
         if self.live_workers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.pool.drain(&self.hooks, &self.log());
+            self.pool.drain(&self.hooks, &self.observer());
         }
     }
 

@@ -206,12 +206,12 @@ pub(crate) mod thread {
     #[cfg(not(loom))]
     #[cfg_attr(not(test), allow(unused_imports))] // `spawn` is for tests
     pub(crate) use std::thread::{
-        Builder, JoinHandle, Thread, available_parallelism, current, panicking, park, park_timeout,
-        spawn, yield_now,
+        Builder, JoinHandle, Thread, available_parallelism, current, park, park_timeout, spawn,
+        yield_now,
     };
 
     #[cfg(loom)]
-    pub(crate) use loom::thread::{Builder, JoinHandle, panicking, spawn, yield_now};
+    pub(crate) use loom::thread::{Builder, JoinHandle, spawn, yield_now};
 
     #[cfg(loom)]
     pub(crate) use self::parker::{Thread, current, park};

@@ -36,24 +36,25 @@
 //! escapes to the worker loop is a bug in this crate: its invariants can no longer be trusted,
 //! so the process aborts ([`AbortOnUnwind`]) rather than leave submitters waiting forever.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use crate::burst::{self, Wakeup};
+use crate::attempt::{self, Ran};
+use crate::burst::Wakeup;
 use crate::clock::Stamp;
 use crate::completion::{Claim, Delivered};
-use crate::error::{TaskError, panic_message};
-use crate::metrics::Ended;
-use crate::metrics::collector::{TaskLifecycle, TaskOutcome, WorkerEvent};
+use crate::error::TaskError;
+use crate::metrics::collector::TaskOutcome;
 use crate::metrics::recorder::LocalRecorder;
+use crate::observe::{Event, Site, TaskEnd};
 use crate::resource_pool::CreateError;
 use crate::scheduler::Queued;
 use crate::scheduler::sleep::Slept;
 use crate::shared::{Shared, WorkerSlot};
 use crate::sync::deque::Worker;
 use crate::sync::mpsc::Sender;
-use crate::sync::{Arc, Backoff, Ordering, thread};
+use crate::sync::{Arc, Backoff, Ordering};
 use crate::task::{JobRef, TaskContext};
+use crate::unwind::{self, AbortOnUnwind};
 
 /// A searching worker polls the queues with at most this many `spin_loop` hints in between
 /// (~250 ns here; one poll reads several queues): a task that arrives while it spins starts
@@ -76,26 +77,20 @@ const CREATE_BACKOFF_MIN: Duration = Duration::from_millis(1);
 /// ...doubling up to this one.
 const CREATE_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Aborts the process if dropped during unwinding: see "Panic policy".
-struct AbortOnUnwind;
-
-impl Drop for AbortOnUnwind {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("tasker: a worker's own bookkeeping panicked; aborting");
-            std::process::abort();
-        }
-    }
-}
-
 /// The thread body.
 pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
-    let guard = AbortOnUnwind;
+    let guard = AbortOnUnwind("a worker");
     shared.enter_worker_thread();
     if let Some(core) = init.core
         && !core_affinity::set_for_current(core)
     {
-        shared.log().pin_failed(init.index, core.id);
+        shared.observer().observe(
+            Event::PinFailed {
+                worker: init.index,
+                core: core.id,
+            },
+            None,
+        );
     }
     let resource = match if init.burst {
         Ok(None)
@@ -193,6 +188,23 @@ impl Seen {
             priority: job.priority(),
         }
     }
+
+    fn end(
+        self,
+        started_at: Option<Stamp>,
+        finished_at: Stamp,
+        attempt: u32,
+        outcome: TaskOutcome,
+    ) -> TaskEnd {
+        TaskEnd {
+            queued_at: self.queued_at,
+            started_at,
+            finished_at,
+            attempt,
+            priority: self.priority,
+            outcome,
+        }
+    }
 }
 
 impl<R, E> WorkerLoop<'_, R, E> {
@@ -233,13 +245,8 @@ impl<R, E> WorkerLoop<'_, R, E> {
             if self.resource.is_none() {
                 match shared.hooks.create() {
                     Ok(r) => self.set_resource(r),
-                    Err(_) => {
-                        shared.log().burst_create_failed(self.index);
-                        if let Some(c) = &shared.metrics.collector {
-                            c.record_worker_event(WorkerEvent::ResourceCreationFailed {
-                                worker: self.index,
-                            });
-                        }
+                    Err(e) => {
+                        self.create_failed(e, None);
                         // No task was taken: nothing to hand back. The controller backs off
                         // before trying this slot again.
                         self.slot
@@ -254,7 +261,10 @@ impl<R, E> WorkerLoop<'_, R, E> {
                 self.slot.active.store(true, Ordering::Relaxed);
             }
             self.slot.activation_failures.store(0, Ordering::Relaxed);
-            burst::event(shared, WorkerEvent::BurstUp { worker: self.index });
+            self.observe(Event::Burst {
+                worker: self.index,
+                up: true,
+            });
             match self.run() {
                 RunEnd::Exit => return,
                 RunEnd::Park => self.park(),
@@ -284,7 +294,10 @@ impl<R, E> WorkerLoop<'_, R, E> {
         // `false`: activated again meanwhile; the next wait returns at once and the slot
         // comes back up.
         let _ = self.slot.state.parked_on_request();
-        burst::event(shared, WorkerEvent::BurstDown { worker: self.index });
+        self.observe(Event::Burst {
+            worker: self.index,
+            up: false,
+        });
     }
 
     #[inline]
@@ -353,46 +366,20 @@ impl<R, E> WorkerLoop<'_, R, E> {
         self.shared.publish_gauges();
     }
 
-    /// Records a terminal outcome (or a retry) in the tally and the collector.
+    /// Reports an event that happened on this worker (its own tally).
     #[inline]
-    #[allow(clippy::too_many_arguments)]
-    fn record(
-        &self,
-        seen: Seen,
-        started_at: Option<Stamp>,
-        finished_at: Stamp,
-        attempt: u32,
-        outcome: TaskOutcome,
-        delivered: Delivered,
-    ) {
-        let shared = self.shared;
+    fn observe(&self, event: Event<'_>) {
+        self.shared
+            .observer()
+            .observe(event, Some(&self.slot.metrics.tally));
+    }
+
+    /// Reports an attempt's end, and a callback's panic while receiving its outcome.
+    #[inline]
+    fn ended(&self, end: TaskEnd, delivered: Delivered) {
+        self.observe(Event::Ended(end));
         if let Err(panic) = delivered {
-            shared.log().callback_panicked(&panic.0);
-        }
-        let ended = match outcome {
-            TaskOutcome::Completed => Ended::Completed,
-            TaskOutcome::Panicked => Ended::Panicked,
-            TaskOutcome::Retried => Ended::Retried,
-            _ => Ended::Failed,
-        };
-        shared
-            .metrics
-            .worker_ended(&self.slot.metrics.tally, ended, finished_at);
-        if let Some(collector) = &shared.metrics.collector {
-            let clock = &shared.metrics.clock;
-            let task = TaskLifecycle {
-                queued_at: clock.instant(seen.queued_at),
-                started_at: started_at.map(|t| clock.instant(t)),
-                finished_at: clock.instant(finished_at),
-                attempt,
-                priority: seen.priority,
-                outcome,
-            };
-            match outcome {
-                TaskOutcome::Completed => collector.record_completion(&task),
-                TaskOutcome::Retried => collector.record_retry(&task),
-                _ => collector.record_failure(&task),
-            }
+            self.shared.observer().caught(Site::Callback, Err(panic.0));
         }
     }
 
@@ -410,7 +397,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
             }
         };
         let now = self.shared.metrics.now().max(seen.queued_at);
-        self.record(seen, None, now, attempt, outcome, delivered);
+        self.ended(seen.end(None, now, attempt, outcome), delivered);
     }
 
     fn handle(&mut self, queued: Queued<R, E>) {
@@ -451,7 +438,8 @@ impl<R, E> WorkerLoop<'_, R, E> {
             .as_mut()
             .expect("a worker runs tasks only while it holds a resource");
         let ctx = &self.ctx;
-        let outcome = catch_unwind(AssertUnwindSafe(|| job.run(resource, ctx)));
+        let observer = shared.observer();
+        let ran = Ran::run(&shared.hooks, &observer, resource, |r| job.run(r, ctx));
         let finished_at = shared.metrics.now().max(started_at);
         let exec_nanos = finished_at - started_at;
         let wait_nanos = started_at.saturating_sub(seen.queued_at);
@@ -468,80 +456,41 @@ impl<R, E> WorkerLoop<'_, R, E> {
         {
             self.published();
         }
-        let started = Some(started_at);
+        if let Some(panicked) = ran.broken() {
+            self.replace_resource(panicked);
+        }
+        let end = |outcome| seen.end(Some(started_at), finished_at, attempt, outcome);
         // Step 5.
-        match outcome {
-            Ok(Ok(delivered)) => {
+        let (outcome, delivered) = match ran {
+            Ran::Ok(delivered) => {
                 // The value was handed over inside `run`, before this clock read: the read
                 // can start the next task. (Error outcomes are handed over below, after it:
                 // the next task then reads the clock afresh.)
                 self.last_clock = Some(finished_at);
-                self.record(
-                    seen,
-                    started,
-                    finished_at,
-                    attempt,
-                    TaskOutcome::Completed,
-                    delivered,
-                );
+                (TaskOutcome::Completed, delivered)
             }
-            Ok(Err(error)) => {
-                if shared.hooks.is_healthy(&error, &shared.log()) {
-                    let delivered = job.fail(TaskError::Failed {
-                        error,
-                        attempts: attempt,
-                    });
-                    self.record(
-                        seen,
-                        started,
-                        finished_at,
-                        attempt,
-                        TaskOutcome::Failed,
-                        delivered,
-                    );
-                } else {
-                    self.replace_resource(false);
-                    if job.rerunnable() && attempt <= shared.max_retries && !shared.kill_begun() {
-                        self.record(
-                            seen,
-                            started,
-                            finished_at,
-                            attempt,
-                            TaskOutcome::Retried,
-                            Ok(()),
-                        );
-                        shared.push(Queued { job, ticket }, true);
-                        return;
-                    }
-                    let delivered = job.fail(TaskError::Failed {
-                        error,
-                        attempts: attempt,
-                    });
-                    self.record(
-                        seen,
-                        started,
-                        finished_at,
-                        attempt,
-                        TaskOutcome::Failed,
-                        delivered,
-                    );
-                }
+            Ran::Broken(error)
+                if job.rerunnable() && attempt <= shared.max_retries && !shared.kill_begun() =>
+            {
+                self.observe(Event::Ended(end(TaskOutcome::Retried)));
+                // The error is the user's: its `Drop` may panic.
+                observer.caught(Site::Drop("a task's error"), unwind::drop_quietly(error));
+                shared.push(Queued { job, ticket }, true);
+                return;
             }
-            Err(payload) => {
-                let message = panic_message(payload.as_ref());
-                drop(payload);
-                self.replace_resource(true);
-                let delivered = job.fail(TaskError::Panicked { message });
-                self.record(
-                    seen,
-                    started,
-                    finished_at,
-                    attempt,
-                    TaskOutcome::Panicked,
-                    delivered,
-                );
+            Ran::Failed(error) | Ran::Broken(error) => {
+                let failed = TaskError::Failed {
+                    error,
+                    attempts: attempt,
+                };
+                (TaskOutcome::Failed, job.fail(failed))
             }
-        }
+            Ran::Panicked(message) => (
+                TaskOutcome::Panicked,
+                job.fail(TaskError::Panicked { message }),
+            ),
+        };
+        self.ended(end(outcome), delivered);
         // Step 6.
         shared.finish(ticket);
     }
@@ -554,7 +503,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
     fn release_resource(&mut self) {
         if let Some(r) = self.resource.take() {
             self.slot.active.store(false, Ordering::Relaxed);
-            self.shared.hooks.destroy(r, &self.shared.log());
+            self.shared.hooks.destroy(r, &self.shared.observer());
         }
     }
 
@@ -562,12 +511,33 @@ impl<R, E> WorkerLoop<'_, R, E> {
     #[cold]
     fn replace_resource(&mut self, panicked: bool) {
         let shared = self.shared;
-        shared.log().resource_replaced(self.index, panicked);
-        self.release_resource();
-        shared.metrics.replaced(Some(&self.slot.metrics.tally));
-        if let Some(c) = &shared.metrics.collector {
-            c.record_worker_event(WorkerEvent::ResourceReplaced { worker: self.index });
+        if let Some(r) = self.resource.take() {
+            self.slot.active.store(false, Ordering::Relaxed);
+            attempt::destroy_broken(
+                &shared.hooks,
+                &shared.observer(),
+                r,
+                Some(self.index),
+                panicked,
+                Some(&self.slot.metrics.tally),
+            );
         }
+    }
+
+    /// `on_create` failed for this worker: reported, and its error dropped (user code).
+    #[cold]
+    fn create_failed(&self, error: CreateError<E>, retry_in: Option<Duration>) {
+        let observer = self.shared.observer();
+        let (panic, error) = match error {
+            CreateError::Failed(e) => (None, Some(e)),
+            CreateError::Panicked(message) => (Some(message), None),
+        };
+        self.observe(Event::CreateFailed {
+            worker: self.index,
+            panic: panic.as_deref(),
+            retry_in,
+        });
+        observer.caught(Site::Drop("on_create's error"), unwind::drop_quietly(error));
     }
 
     /// Makes a resource, retrying with backoff. Returns `false` without one once the manager
@@ -588,19 +558,12 @@ impl<R, E> WorkerLoop<'_, R, E> {
             if gave_up() {
                 return false;
             }
-            let panic = match shared.hooks.create() {
+            match shared.hooks.create() {
                 Ok(r) => {
                     self.set_resource(r);
                     return true;
                 }
-                Err(CreateError::Failed(_)) => None,
-                Err(CreateError::Panicked(message)) => Some(message),
-            };
-            shared
-                .log()
-                .create_failed(self.index, panic.as_deref(), delay);
-            if let Some(c) = &shared.metrics.collector {
-                c.record_worker_event(WorkerEvent::ResourceCreationFailed { worker: self.index });
+                Err(e) => self.create_failed(e, Some(delay)),
             }
             self.recorder.publish(&self.slot.metrics.published, true);
             let lock = shared.backoff.0.lock().unwrap_or_else(|e| e.into_inner());

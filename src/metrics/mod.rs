@@ -164,6 +164,8 @@ pub(crate) struct Metrics {
     arrived: Box<[CachePadded<AtomicU64>]>,
     /// `run_task` outcomes (many writers).
     pub(crate) outside: CachePadded<Tally>,
+    /// Panics caught in user code other than task bodies (many writers, cold).
+    user_panics: AtomicU64,
     pub(crate) collector: Option<Box<dyn MetricsCollector>>,
     #[cfg(feature = "metrics")]
     pub(crate) facade: facade::Facade,
@@ -183,6 +185,7 @@ impl Metrics {
             arrivals: (0..ARRIVAL_SHARDS).map(|_| Default::default()).collect(),
             arrived: (0..ARRIVAL_SHARDS).map(|_| Default::default()).collect(),
             outside: Default::default(),
+            user_panics: AtomicU64::new(0),
             collector,
         }
     }
@@ -195,15 +198,18 @@ impl Metrics {
 
     /// A task was accepted at `at`.
     #[inline]
-    pub(crate) fn arrival(&self, at: Stamp, priority: bool) {
+    pub(crate) fn arrival(&self, at: Stamp) {
         let s = shard();
         self.arrived[s].fetch_add(1, Ordering::Relaxed);
         self.arrivals[s].record(self.ticks.tick(at));
         #[cfg(feature = "metrics")]
         self.facade.arrival();
-        if let Some(c) = &self.collector {
-            c.record_arrival(priority);
-        }
+    }
+
+    /// User code panicked where tasker catches it (see `unwind`).
+    #[cold]
+    pub(crate) fn user_panicked(&self) {
+        self.user_panics.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A worker's task ended (or was re-queued) at `at_nanos` (see [`Self::now`]); `tally`
@@ -295,6 +301,7 @@ impl Metrics {
             let _ = wait.add(&*w.published.wait.lock().unwrap_or_else(|e| e.into_inner()));
         }
         add_tally(&self.outside, &mut m);
+        m.total_user_panics = self.user_panics.load(Ordering::Relaxed);
         m.total_tasks_arrived = self.arrived.iter().map(|a| a.load(Ordering::Relaxed)).sum();
 
         let ended = m.total_tasks_completed + m.total_tasks_failed;
@@ -393,6 +400,11 @@ pub struct TaskMetrics {
     pub total_tasks_panicked: u64,
     /// Resources destroyed and replaced after an unhealthy error or a panic.
     pub total_resources_replaced: u64,
+    /// Panics caught in user code other than task bodies: callbacks, `check_health`,
+    /// `on_destroy`, the `Drop` of closures, values, errors, resources and panic payloads,
+    /// the [`Logger`](crate::Logger) and the [`MetricsCollector`].
+    /// Each was caught and (but for the logger's own) logged; none changed an outcome.
+    pub total_user_panics: u64,
     /// `completed / (completed + failed)`, 0 before any task ended.
     pub success_rate: f64,
     /// `failed / (completed + failed)`, 0 before any task ended.

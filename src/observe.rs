@@ -1,0 +1,303 @@
+//! The one observation point: every event tasker reports (a task accepted, an attempt ended, a
+//! resource replaced, a burst slot up, a user hook that failed...) is one [`Event`] value
+//! handed to [`Observer::observe`], which feeds, in this order:
+//!
+//! 1. the built-in tally ([`Metrics`]: totals, rate windows) — the worker's own when the event
+//!    happened on a worker (single-writer), the shared one otherwise;
+//! 2. the `metrics` facade (cargo feature `metrics`), through the tally's methods;
+//! 3. the user's [`MetricsCollector`], if any;
+//! 4. the [`Logger`], for the events an operator should see (never for a task that succeeded).
+//!
+//! The collector and the logger are user code: each call is made under
+//! [`catch`](crate::unwind::catch). A collector's panic is logged and counted; a
+//! logger's panic is counted (logging it would call the logger that just failed). Neither
+//! changes anything the event reports. Latency histograms are not here: they are the worker's
+//! own recorder, written on the task path without any sharing (see `metrics::recorder`).
+
+use std::time::Duration;
+
+use crate::clock::Stamp;
+use crate::log::Logger;
+use crate::metrics::collector::{MetricsCollector, TaskLifecycle, TaskOutcome, WorkerEvent};
+use crate::metrics::{Ended, Metrics, Tally};
+use crate::unwind;
+
+/// One attempt of a task ended: its terminal outcome, or [`TaskOutcome::Retried`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TaskEnd {
+    pub(crate) queued_at: Stamp,
+    /// `None`: resolved without running this time (killed, cancelled, or `run_task` could not
+    /// make a resource).
+    pub(crate) started_at: Option<Stamp>,
+    pub(crate) finished_at: Stamp,
+    /// Runs so far, counting this one.
+    pub(crate) attempt: u32,
+    pub(crate) priority: bool,
+    pub(crate) outcome: TaskOutcome,
+}
+
+/// Where user code panicked, when tasker only had to catch it (a task body's panic is an
+/// outcome, [`TaskOutcome::Panicked`], not one of these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Site {
+    /// A callback receiving its outcome.
+    Callback,
+    /// `check_health` (the error then counts as unhealthy).
+    CheckHealth,
+    /// `on_destroy` (the resource is gone either way).
+    OnDestroy,
+    /// The `Drop` of something tasker dropped for the user: what it was.
+    Drop(&'static str),
+    /// The [`MetricsCollector`].
+    Collector,
+}
+
+/// Everything tasker reports, each handed to [`Observer::observe`] once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event<'a> {
+    /// A task was accepted (queued, or a `run_task` call began).
+    Arrived { at: Stamp, priority: bool },
+    /// One attempt of a task ended.
+    Ended(TaskEnd),
+    /// A broken resource was destroyed and is being replaced: a worker's, or (`worker: None`)
+    /// one of `run_task`'s pool.
+    Replaced {
+        worker: Option<usize>,
+        panicked: bool,
+    },
+    /// `on_create` failed for a worker: it retries in `retry_in`, or (`None`) it was a burst
+    /// slot activating, which stays parked.
+    CreateFailed {
+        worker: usize,
+        panic: Option<&'a str>,
+        retry_in: Option<Duration>,
+    },
+    /// `on_create` failed while refilling `run_task`'s pool: it shrinks by one.
+    PoolRefillFailed,
+    /// A burst slot came up (`up`) or parked.
+    Burst { worker: usize, up: bool },
+    /// `on_destroy` returned an error.
+    DestroyFailed,
+    /// User code panicked where tasker catches it (see [`Site`]).
+    UserPanic { site: Site, message: &'a str },
+    /// A worker could not be pinned to its CPU.
+    PinFailed { worker: usize, core: usize },
+    /// `stop` (`kill: false`) or `kill` began the shutdown.
+    ShutdownBegun { kill: bool },
+}
+
+/// The metrics and the logger, borrowed together: see the module docs.
+#[derive(Clone, Copy)]
+pub(crate) struct Observer<'a> {
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) logger: &'a dyn Logger,
+}
+
+/// How loud a log line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+impl Observer<'_> {
+    /// Hands `event` to every observer (see the module docs). `own` is the calling worker's
+    /// tally (single writer); `None` off the workers.
+    #[inline]
+    pub(crate) fn observe(&self, event: Event<'_>, own: Option<&Tally>) {
+        let metrics = self.metrics;
+        match event {
+            Event::Arrived { at, priority } => {
+                metrics.arrival(at);
+                self.collect(|c| c.record_arrival(priority));
+            }
+            Event::Ended(end) => {
+                let ended = match end.outcome {
+                    TaskOutcome::Completed => Ended::Completed,
+                    TaskOutcome::Panicked => Ended::Panicked,
+                    TaskOutcome::Retried => Ended::Retried,
+                    _ => Ended::Failed,
+                };
+                match own {
+                    Some(tally) => metrics.worker_ended(tally, ended, end.finished_at),
+                    None => metrics.outside_ended(ended, end.finished_at),
+                }
+                if metrics.collector.is_some() {
+                    self.collect_end(&end);
+                }
+            }
+            Event::Replaced { worker, .. } => {
+                metrics.replaced(own);
+                self.collect(|c| {
+                    c.record_worker_event(match worker {
+                        Some(worker) => WorkerEvent::ResourceReplaced { worker },
+                        None => WorkerEvent::PoolResourceReplaced,
+                    })
+                });
+                self.log(&event);
+            }
+            Event::CreateFailed { worker, .. } => {
+                self.collect(|c| {
+                    c.record_worker_event(WorkerEvent::ResourceCreationFailed { worker })
+                });
+                self.log(&event);
+            }
+            Event::Burst { worker, up } => {
+                self.collect(|c| {
+                    c.record_worker_event(if up {
+                        WorkerEvent::BurstUp { worker }
+                    } else {
+                        WorkerEvent::BurstDown { worker }
+                    })
+                });
+                self.log(&event);
+            }
+            Event::UserPanic { .. } => {
+                metrics.user_panicked();
+                self.log(&event);
+            }
+            Event::PoolRefillFailed
+            | Event::DestroyFailed
+            | Event::PinFailed { .. }
+            | Event::ShutdownBegun { .. } => self.log(&event),
+        }
+    }
+
+    /// A `UserPanic` event, if `caught` is a caught panic.
+    #[inline]
+    pub(crate) fn caught(&self, site: Site, caught: Result<(), unwind::PanicMessage>) {
+        if let Err(message) = caught {
+            self.user_panic(site, &message);
+        }
+    }
+
+    #[cold]
+    fn user_panic(&self, site: Site, message: &str) {
+        self.observe(Event::UserPanic { site, message }, None);
+    }
+
+    /// Calls the collector, if any, catching its panic.
+    #[inline]
+    fn collect(&self, call: impl FnOnce(&dyn MetricsCollector)) {
+        if let Some(c) = &self.metrics.collector
+            && let Err(message) = unwind::catch(|| call(&**c))
+        {
+            self.user_panic(Site::Collector, &message);
+        }
+    }
+
+    fn collect_end(&self, end: &TaskEnd) {
+        let clock = &self.metrics.clock;
+        let task = TaskLifecycle {
+            queued_at: clock.instant(end.queued_at),
+            started_at: end.started_at.map(|t| clock.instant(t)),
+            finished_at: clock.instant(end.finished_at),
+            attempt: end.attempt,
+            priority: end.priority,
+            outcome: end.outcome,
+        };
+        self.collect(|c| match end.outcome {
+            TaskOutcome::Completed => c.record_completion(&task),
+            TaskOutcome::Retried => c.record_retry(&task),
+            _ => c.record_failure(&task),
+        });
+    }
+
+    /// Writes the event's log line, if it has one, catching the logger's panic.
+    #[cold]
+    fn log(&self, event: &Event<'_>) {
+        let Some((level, line)) = line(event) else {
+            return;
+        };
+        let logger = self.logger;
+        let logged = unwind::catch(|| match level {
+            Level::Info => logger.info(&line),
+            Level::Warn => logger.warn(&line),
+            Level::Error => logger.error(&line),
+        });
+        if logged.is_err() {
+            // Not logged: the logger is what failed.
+            self.metrics.user_panicked();
+        }
+    }
+}
+
+/// The log line of an event, and its level.
+fn line(event: &Event<'_>) -> Option<(Level, String)> {
+    Some(match *event {
+        Event::Arrived { .. } | Event::Ended(_) => return None,
+        Event::Replaced { worker, panicked } => {
+            let why = if panicked {
+                "a task panicked"
+            } else {
+                "unhealthy error"
+            };
+            let whose = match worker {
+                Some(w) => format!("worker {w}"),
+                None => "run_task pool".to_owned(),
+            };
+            (
+                Level::Info,
+                format!("{whose}: resource broken ({why}); destroying it and making a new one"),
+            )
+        }
+        Event::CreateFailed {
+            worker,
+            panic,
+            retry_in,
+        } => {
+            let why = panic.map_or(String::new(), |p| format!(" (panicked: {p})"));
+            let then = match retry_in {
+                Some(d) => format!("inactive, retrying in {d:?}"),
+                None => "the burst slot stays parked".to_owned(),
+            };
+            (
+                Level::Warn,
+                format!("worker {worker}: on_create failed{why}; {then}"),
+            )
+        }
+        Event::PoolRefillFailed => (
+            Level::Warn,
+            "on_create failed while refilling the run_task pool; it shrinks by one".to_owned(),
+        ),
+        Event::Burst { worker, up } => {
+            let what = if up { "up (burst)" } else { "parked" };
+            (Level::Info, format!("worker {worker}: {what}"))
+        }
+        Event::DestroyFailed => (
+            Level::Warn,
+            "on_destroy returned an error; the resource is gone".to_owned(),
+        ),
+        Event::UserPanic { site, message } => match site {
+            Site::Callback => (
+                Level::Error,
+                format!("a task callback panicked ({message}); the worker carries on"),
+            ),
+            Site::CheckHealth => (
+                Level::Warn,
+                format!("check_health panicked ({message}); treating the error as unhealthy"),
+            ),
+            Site::OnDestroy => (
+                Level::Warn,
+                format!("on_destroy panicked ({message}); the resource is gone"),
+            ),
+            Site::Drop(what) => (
+                Level::Error,
+                format!("dropping {what} panicked ({message}); caught, nothing else changes"),
+            ),
+            Site::Collector => (
+                Level::Error,
+                format!("the metrics collector panicked ({message}); caught"),
+            ),
+        },
+        Event::PinFailed { worker, core } => (
+            Level::Warn,
+            format!("worker {worker}: could not pin to CPU {core}; running unpinned"),
+        ),
+        Event::ShutdownBegun { kill } => {
+            let how = if kill { "kill" } else { "stop" };
+            (Level::Info, format!("shutdown begun ({how})"))
+        }
+    })
+}
