@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Loom model checking of tasker's protocols: the models in src/loom_models.rs, one test each in
+# Loom model checking of tasker's protocols: the models in src/loom_models/, one test each in
 # loom-tests/tests/models.rs. Every model prints how many executions it explored and how long
 # that took; the last line is the whole run's time (build included).
 #

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 
 use crate::error::BuildError;
+use crate::latch::Latch;
 use crate::lifecycle::Lifecycle;
 use crate::log::{Logger, TracingLogger};
 use crate::manager::TaskManager;
@@ -301,8 +302,9 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             }
         }
 
-        // Read the CPUs this process may use here, before any pinning.
-        let cores = if self.pin_workers {
+        // Read the CPUs this process may use here, before any pinning. (Under loom every
+        // model thread runs on one OS thread: nothing to pin.)
+        let cores = if self.pin_workers && !cfg!(loom) {
             core_affinity::get_core_ids().filter(|c| !c.is_empty())
         } else {
             None
@@ -323,7 +325,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             metrics,
             logger: self.logger,
             live_workers: AtomicUsize::new(n),
-            start_gate: (Mutex::new(false), Condvar::new()),
+            start_gate: Latch::new(),
             backoff: (Mutex::new(()), Condvar::new()),
             base_workers: base,
             bursting: max_workers > base,
@@ -360,7 +362,11 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             }
         }
         drop(ready_tx);
-        if failure.is_none() && shared.bursting {
+        // Under loom there is no controller thread: its loop waits on time, which loom does
+        // not model, and its decisions are arithmetic on statistics. The models act as the
+        // controller instead, through the same actions it takes (`SlotState::activate`,
+        // `burst::ask_to_park`).
+        if failure.is_none() && shared.bursting && !cfg!(loom) {
             let controller_shared = shared.clone();
             let (interval, keep_alive) = (self.burst_interval, self.burst_keep_alive);
             match thread::Builder::new()

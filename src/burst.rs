@@ -1,38 +1,8 @@
 //! Bursting: worker slots above `worker_count`, made at build, parked and unparked by a
 //! rate-based controller. No thread is ever spawned after `build` returns.
 //!
-//! # Slot states
-//!
-//! Each burst slot has one state word (also its futex):
-//!
-//! ```text
-//!            activate (controller)            request_park (controller)
-//!   PARKED ─────────────────────────> ACTIVE ───────────────────────────> PARK_REQUESTED
-//!     ^  │                              ^  │ on_create failed (slot)              │  │
-//!     │  │ close (shutdown)             │  └──────────> PARKED                    │  │
-//!     │  v                              └───── activate again (controller) ───────┘  │
-//!   CLOSED                                                                           │
-//!     └───────────────────────── parked (slot, between tasks) <──────────────────────┘
-//! ```
-//!
-//! Who moves what: the controller moves `PARKED -> ACTIVE` and `ACTIVE -> PARK_REQUESTED`
-//! (and back: a slot asked to park is taken back first when more workers are needed); the
-//! slot's own thread moves `ACTIVE -> PARKED` (its `on_create` failed: the controller then
-//! backs off before trying that slot again, doubling the wait per failure in a row up to 64
-//! intervals) and `PARK_REQUESTED -> PARKED` (it parked); shutdown moves `PARKED -> CLOSED`. Every move is a
-//! compare-and-swap, so two movers never both win.
-//!
-//! A slot parks itself only between tasks: it notices `PARK_REQUESTED` before it looks for a
-//! task or before it sleeps, hands its local deque back to the normal injector, destroys its
-//! resource (unless `keep_burst_resources`), and stores `PARKED`. A running task is never
-//! interrupted.
-//!
-//! # Why a parked slot cannot miss shutdown
-//!
-//! A parked slot loops: load its state; if `PARKED`, check the lifecycle's `CLOSED` bit, then
-//! `futex_wait(state, PARKED)`. Shutdown sets `CLOSED` first, then CASes every `PARKED` slot to
-//! `CLOSED` and wakes it. All SeqCst: either the slot's check sees `CLOSED`, or shutdown's CAS
-//! comes after the slot stored `PARKED` and changes the word, so the wait returns at once.
+//! The slots' own protocol (states, who moves what, why a parked slot cannot miss shutdown)
+//! is in `slot`; this module is the controller that moves them.
 //!
 //! # The controller
 //!
@@ -63,12 +33,8 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::Load;
 use crate::shared::Shared;
-use crate::sync::{Futex, Ordering, thread};
-
-pub(crate) const PARKED: u32 = 0;
-pub(crate) const ACTIVE: u32 = 1;
-pub(crate) const PARK_REQUESTED: u32 = 2;
-pub(crate) const CLOSED: u32 = 3;
+use crate::slot::{ACTIVE, Activation, PARK_REQUESTED, PARKED, ParkRequest};
+use crate::sync::{Ordering, thread};
 
 /// Workers are sized to run at this utilisation.
 const TARGET_UTILIZATION: f64 = 0.8;
@@ -76,118 +42,6 @@ const TARGET_UTILIZATION: f64 = 0.8;
 const SURPLUS_MARGIN: f64 = 1.25;
 /// ...for this many decisions in a row.
 const DOWN_TICKS: u32 = 3;
-
-/// What a parked slot's wait ended with.
-#[must_use]
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Wakeup {
-    /// The controller activated the slot.
-    Activate,
-    /// Shutdown: the slot's thread exits.
-    Exit,
-}
-
-/// A burst slot's state word.
-#[derive(Default)]
-pub(crate) struct SlotState(Futex);
-
-impl SlotState {
-    pub(crate) fn load(&self) -> u32 {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    /// Whether the slot is up (activating, active, or asked to park but not parked yet).
-    pub(crate) fn is_up(&self) -> bool {
-        matches!(self.load(), ACTIVE | PARK_REQUESTED)
-    }
-
-    /// A slot thread: waits while parked. `closed` reads the lifecycle's `CLOSED` bit.
-    pub(crate) fn wait_activation(&self, closed: impl Fn() -> bool) -> Wakeup {
-        loop {
-            match self.load() {
-                ACTIVE => return Wakeup::Activate,
-                CLOSED => return Wakeup::Exit,
-                // Activated and asked to park again before this thread ever ran: it is parked
-                // already. Without this the futex wait below (for PARKED) would return at once,
-                // forever: a spinning slot.
-                PARK_REQUESTED => {
-                    let _ = self.0.compare_exchange(
-                        PARK_REQUESTED,
-                        PARKED,
-                        Ordering::SeqCst,
-                        Ordering::SeqCst,
-                    );
-                }
-                _ => {
-                    if closed() {
-                        return Wakeup::Exit;
-                    }
-                    self.0.wait(PARKED);
-                }
-            }
-        }
-    }
-
-    /// A slot thread: the controller asked it to park.
-    #[inline]
-    pub(crate) fn park_requested(&self) -> bool {
-        self.0.load(Ordering::Acquire) == PARK_REQUESTED
-    }
-
-    /// A slot thread: parked after a request. `false` if the controller activated it again
-    /// meanwhile (`PARK_REQUESTED -> ACTIVE`): it then stays up.
-    pub(crate) fn parked_on_request(&self) -> bool {
-        self.0
-            .compare_exchange(PARK_REQUESTED, PARKED, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-    }
-
-    /// A slot thread: its `on_create` failed while activating; back to parked (from `ACTIVE`,
-    /// or from `PARK_REQUESTED` if the controller meanwhile asked it to park anyway).
-    pub(crate) fn activation_failed(&self) {
-        let _ = self
-            .0
-            .compare_exchange(ACTIVE, PARKED, Ordering::SeqCst, Ordering::SeqCst)
-            .or_else(|_| {
-                self.0
-                    .compare_exchange(PARK_REQUESTED, PARKED, Ordering::SeqCst, Ordering::SeqCst)
-            });
-    }
-
-    /// Controller: `PARKED -> ACTIVE` (or cancels a pending park request) and wakes the slot.
-    pub(crate) fn activate(&self) -> bool {
-        let ok = self
-            .0
-            .compare_exchange(PARKED, ACTIVE, Ordering::SeqCst, Ordering::SeqCst)
-            .or_else(|_| {
-                self.0
-                    .compare_exchange(PARK_REQUESTED, ACTIVE, Ordering::SeqCst, Ordering::SeqCst)
-            })
-            .is_ok();
-        if ok {
-            self.0.wake_one();
-        }
-        ok
-    }
-
-    /// Controller: `ACTIVE -> PARK_REQUESTED`.
-    pub(crate) fn request_park(&self) -> bool {
-        self.0
-            .compare_exchange(ACTIVE, PARK_REQUESTED, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-    }
-
-    /// Shutdown: `PARKED -> CLOSED`, waking the slot so it exits.
-    pub(crate) fn close(&self) {
-        if self
-            .0
-            .compare_exchange(PARKED, CLOSED, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
-            self.0.wake_all();
-        }
-    }
-}
 
 /// The controller's inputs at one decision.
 #[derive(Debug, Clone, Copy, Default)]
@@ -251,6 +105,20 @@ pub(crate) fn decide(i: &Inputs, surplus_ticks: &mut u32) -> Decision {
     }
 }
 
+/// The controller's `Down` action on slot `index`: `ACTIVE -> PARK_REQUESTED`, then wakes
+/// whatever the slot may be waiting on so it sees the request: an idle slot sleeps in the
+/// worker sleep protocol, and one re-making a broken resource backs off on the condvar.
+/// (The models in `loom_models` act as the controller through this and
+/// [`SlotState::activate`](crate::slot::SlotState::activate).)
+pub(crate) fn ask_to_park<R, E>(shared: &Shared<R, E>, index: usize) -> ParkRequest {
+    let request = shared.workers[index].state.request_park();
+    if request == ParkRequest::Requested {
+        shared.sleep.wake_all();
+        shared.wake_backoff();
+    }
+    request
+}
+
 /// The controller thread's body.
 pub(crate) fn controller<R, E>(shared: &Shared<R, E>, interval: Duration, keep_alive: Duration) {
     let base = shared.base_workers;
@@ -311,7 +179,10 @@ pub(crate) fn controller<R, E>(shared: &Shared<R, E>, interval: Duration, keep_a
                 let mut left = n;
                 // First take back slots asked to park (they still hold their resource)...
                 for w in burst {
-                    if left > 0 && w.state.load() == PARK_REQUESTED && w.state.activate() {
+                    if left > 0
+                        && w.state.load() == PARK_REQUESTED
+                        && w.state.activate() == Activation::Activated
+                    {
                         left -= 1;
                     }
                 }
@@ -325,7 +196,10 @@ pub(crate) fn controller<R, E>(shared: &Shared<R, E>, interval: Duration, keep_a
                         && activated_at[base + i].is_some_and(|t| {
                             now.duration_since(t) < interval.saturating_mul(1 << failures)
                         });
-                    if w.state.load() == PARKED && !backing_off && w.state.activate() {
+                    if w.state.load() == PARKED
+                        && !backing_off
+                        && w.state.activate() == Activation::Activated
+                    {
                         activated_at[base + i] = Some(now);
                         left -= 1;
                     }
@@ -336,14 +210,8 @@ pub(crate) fn controller<R, E>(shared: &Shared<R, E>, interval: Duration, keep_a
                     shared.workers[i].state.load() == ACTIVE
                         && activated_at[i].is_none_or(|t| now.duration_since(t) >= keep_alive)
                 });
-                if let Some(i) = candidate
-                    && shared.workers[i].state.request_park()
-                {
-                    // An idle slot sleeps in the worker sleep protocol, and one re-making a
-                    // broken resource backs off on the condvar: wake both to see this.
-                    shared.sleep.wake_all();
-                    drop(shared.backoff.0.lock().unwrap_or_else(|e| e.into_inner()));
-                    shared.backoff.1.notify_all();
+                if let Some(i) = candidate {
+                    let _ = ask_to_park(shared, i);
                 }
             }
             Decision::Hold => {}
@@ -454,66 +322,6 @@ mod tests {
                 decide(&inputs(1000.0, 1000.0, 4.0, 0, 6), &mut streak),
                 Decision::Hold
             );
-        }
-    }
-
-    #[test]
-    fn slot_state_transitions() {
-        let s = SlotState::default();
-        assert!(!s.is_up());
-        assert!(!s.request_park(), "a parked slot cannot be asked to park");
-        assert!(s.activate());
-        assert!(s.is_up());
-        assert!(s.request_park());
-        assert!(s.park_requested());
-        assert!(s.activate(), "a pending park request can be cancelled");
-        assert!(!s.park_requested());
-        assert!(s.request_park());
-        assert!(s.parked_on_request());
-        assert!(!s.is_up());
-        s.close();
-        assert_eq!(s.load(), CLOSED);
-        assert!(!s.activate(), "a closed slot stays closed");
-        assert_eq!(s.wait_activation(|| false), Wakeup::Exit);
-    }
-
-    #[test]
-    fn a_slot_activated_then_asked_to_park_before_it_ran_parks_instead_of_spinning() {
-        let s = SlotState::default();
-        assert!(s.activate());
-        assert!(s.request_park());
-        // The slot's thread only now reaches its wait: it must settle to PARKED and keep
-        // waiting, so here (with `closed` true on the second look) it exits instead of
-        // spinning on a futex word that is not PARKED.
-        let looks = std::cell::Cell::new(0);
-        let wakeup = s.wait_activation(|| {
-            looks.set(looks.get() + 1);
-            true
-        });
-        assert_eq!(wakeup, Wakeup::Exit);
-        assert_eq!(s.load(), PARKED);
-        assert_eq!(looks.get(), 1);
-    }
-
-    #[test]
-    fn a_parked_slot_wakes_on_activation_and_on_close() {
-        for close in [false, true] {
-            let s = crate::sync::Arc::new(SlotState::default());
-            let t = {
-                let s = s.clone();
-                thread::spawn(move || s.wait_activation(|| false))
-            };
-            if close {
-                s.close();
-            } else {
-                assert!(s.activate());
-            }
-            let expected = if close {
-                Wakeup::Exit
-            } else {
-                Wakeup::Activate
-            };
-            assert_eq!(t.join().unwrap(), expected);
         }
     }
 }

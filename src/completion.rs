@@ -317,6 +317,63 @@ impl<C> Callback<C> {
     }
 }
 
+/// Where a task cell's outcome goes, kept inside the cell: a handle's [`Slot`], or a
+/// callback.
+pub(crate) trait Port<T, E>: Send + Sync {
+    fn claim(&self) -> Claim;
+    /// Hands over the outcome, unless one was already handed over.
+    fn deliver(&self, outcome: Result<T, TaskError<E>>) -> Delivered;
+}
+
+impl<T: Send, E: Send> Port<T, E> for Slot<T, E> {
+    #[inline]
+    fn claim(&self) -> Claim {
+        Slot::claim(self)
+    }
+    #[inline]
+    fn deliver(&self, outcome: Result<T, TaskError<E>>) -> Delivered {
+        if !self.is_finished() {
+            self.fill(outcome);
+        }
+        Ok(())
+    }
+}
+
+/// A callback, taken when the outcome is handed over.
+pub(crate) struct CallbackPort<C>(UnsafeCell<Option<Callback<C>>>);
+
+impl<C> CallbackPort<C> {
+    pub(crate) fn new(cb: C) -> Self {
+        CallbackPort(UnsafeCell::new(Some(Callback(cb))))
+    }
+}
+
+// SAFETY: (1) the callback is touched only by the holder of the cell's unique `JobRef` (see
+// `task`'s module docs), one thread at a time; (2) it is moved to that thread, so `C: Send` suffices.
+unsafe impl<C: Send> Sync for CallbackPort<C> {}
+
+impl<T, E, C> Port<T, E> for CallbackPort<C>
+where
+    C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
+{
+    #[inline]
+    fn claim(&self) -> Claim {
+        Claim::Held
+    }
+    #[inline]
+    fn deliver(&self, outcome: Result<T, TaskError<E>>) -> Delivered {
+        let cb = self.0.with_mut(|cb| {
+            // SAFETY: only the `JobRef` holder calls `deliver` (`task`'s module docs):
+            // exclusive access.
+            unsafe { (*cb).take() }
+        });
+        match cb {
+            Some(cb) => cb.deliver(outcome),
+            None => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

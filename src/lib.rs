@@ -47,6 +47,7 @@ mod completion;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing; // Fuzz target bodies: not part of the API (see the module's docs).
+mod latch;
 mod lifecycle;
 mod log;
 mod manager;
@@ -55,6 +56,7 @@ mod observe;
 mod resource_pool;
 mod scheduler;
 mod shared;
+mod slot;
 mod sync;
 mod task;
 mod unwind;

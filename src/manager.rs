@@ -8,6 +8,7 @@ use crate::builder::Builder;
 use crate::clock::Stamp;
 use crate::completion::TaskHandle;
 use crate::error::{ShutdownError, TaskError};
+use crate::latch::Latch;
 use crate::lifecycle::{Admitted, Finished};
 use crate::metrics::collector::TaskOutcome;
 use crate::metrics::{TaskMetrics, TaskStats};
@@ -16,7 +17,7 @@ use crate::resource_pool::CreateError;
 use crate::scheduler::Queued;
 use crate::shared::Shared;
 use crate::sync::thread::JoinHandle;
-use crate::sync::{Arc, AtomicU32, Condvar, Mutex, Ordering};
+use crate::sync::{Arc, AtomicU32, Mutex, Ordering};
 use crate::task::{self, Body, JobRef, Many, Once, TaskContext};
 use crate::unwind;
 
@@ -87,8 +88,8 @@ struct Inner<R, E> {
     phase: AtomicU32,
     /// Worker threads; taken by the first caller that joins them.
     threads: Mutex<Option<Vec<JoinHandle<()>>>>,
-    /// Set (and notified) once the threads are joined and the pool emptied.
-    joined: (Mutex<bool>, Condvar),
+    /// Opened once the threads are joined and the pool emptied.
+    joined: Latch,
 }
 
 impl<R, E> Drop for Inner<R, E> {
@@ -134,7 +135,6 @@ impl<R, E> Inner<R, E> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        let (done, cv) = &self.joined;
         match threads {
             Some(threads) => {
                 for t in threads {
@@ -143,15 +143,9 @@ impl<R, E> Inner<R, E> {
                 }
                 shared.pool.drain(&shared.hooks, &shared.observer());
                 shared.publish_gauges();
-                *done.lock().unwrap_or_else(|e| e.into_inner()) = true;
-                cv.notify_all();
+                self.joined.open();
             }
-            None => {
-                let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
-                while !*done {
-                    done = cv.wait(done).unwrap_or_else(|e| e.into_inner());
-                }
-            }
+            None => self.joined.wait(),
         }
     }
 }
@@ -169,9 +163,15 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
                 shared,
                 phase: AtomicU32::new(RUNNING),
                 threads: Mutex::new(Some(threads)),
-                joined: (Mutex::new(false), Condvar::new()),
+                joined: Latch::new(),
             }),
         }
+    }
+
+    /// The state the workers share, for the loom models (which act as the burst controller).
+    #[cfg(loom)]
+    pub(crate) fn shared(&self) -> &Shared<R, E> {
+        &self.inner.shared
     }
 
     /// The one enqueue path: admission (queue room, then the shutdown gate), then one task

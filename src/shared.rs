@@ -4,7 +4,7 @@ use std::cell::Cell;
 
 use crossbeam_utils::CachePadded;
 
-use crate::burst::SlotState;
+use crate::latch::Latch;
 use crate::lifecycle::{Admitted, Finished, Lifecycle};
 use crate::log::Logger;
 use crate::metrics::{Metrics, TaskStats, WorkerMetrics};
@@ -13,6 +13,7 @@ use crate::resource_pool::{Hooks, ResourcePool};
 use crate::scheduler::capacity::Capacity;
 use crate::scheduler::sleep::Sleep;
 use crate::scheduler::{Queued, Queues};
+use crate::slot::SlotState;
 use crate::sync::{Arc, AtomicBool, AtomicU32, AtomicUsize, Condvar, Mutex, Ordering};
 
 /// Per-worker state others may read.
@@ -51,7 +52,7 @@ pub(crate) struct Shared<R, E> {
     /// Worker threads not yet exited; the last one out empties the pool.
     pub(crate) live_workers: AtomicUsize,
     /// Workers wait here after making their first resource until `build` decides.
-    pub(crate) start_gate: (Mutex<bool>, Condvar),
+    pub(crate) start_gate: Latch,
     /// Workers whose `on_create` failed sleep here between attempts; shutdown notifies it.
     pub(crate) backoff: (Mutex<()>, Condvar),
 }
@@ -123,7 +124,13 @@ impl<R, E> Shared<R, E> {
         if let Some(cap) = &self.capacity {
             cap.wake_all();
         }
-        // Taking the lock orders this notify after a waiter's check of the shutdown state.
+        self.wake_backoff();
+    }
+
+    /// Wakes the workers backing off after a failed `on_create` (and the burst controller
+    /// between ticks) so they look at the state again. Taking the lock orders this notify
+    /// after a waiter's check of the state, which it makes under the same lock.
+    pub(crate) fn wake_backoff(&self) {
         drop(self.backoff.0.lock());
         self.backoff.1.notify_all();
     }
@@ -156,22 +163,14 @@ impl<R, E> Shared<R, E> {
         self.is_current_worker() || IN_RUN_TASK.with(|c| c.get()) == self.id()
     }
 
-    /// Opens the start gate (`build` decided); `false` happens only after the lifecycle was
-    /// closed, so workers then drain and exit.
+    /// Opens the start gate (`build` decided); after a failed build the lifecycle is closed
+    /// first, so workers then drain and exit.
     pub(crate) fn open_start_gate(&self) {
-        *self.start_gate.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.start_gate.1.notify_all();
+        self.start_gate.open();
     }
 
     pub(crate) fn wait_start_gate(&self) {
-        let mut open = self.start_gate.0.lock().unwrap_or_else(|e| e.into_inner());
-        while !*open {
-            open = self
-                .start_gate
-                .1
-                .wait(open)
-                .unwrap_or_else(|e| e.into_inner());
-        }
+        self.start_gate.wait();
     }
 
     /// A worker thread is leaving; the last one empties the `run_task` pool.

@@ -40,17 +40,17 @@
 //!   of multiplying the interleavings (a spinning model exhausts loom's branch budget);
 //! - time does not pass: a timed park is an untimed one, and a timed condvar wait is a plain
 //!   wait (loom's own), so models never rely on a timeout;
-//! - constants that size things (arrival shards, steal batches) shrink, so models stay small.
+//! - constants that size things (arrival shards, steal batches) shrink, so models stay small;
+//! - statistics ([`stats`]) stay std's: they are not protocol, and the models need not
+//!   interleave them.
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{
-    AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
-};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, fence};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 #[cfg(loom)]
-pub(crate) use self::seq_cst::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
+pub(crate) use self::seq_cst::{AtomicBool, AtomicU32, AtomicUsize};
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{Ordering, fence};
 #[cfg(loom)]
@@ -161,7 +161,6 @@ mod seq_cst {
 
     atomic!(AtomicBool, bool);
     atomic!(AtomicU32, u32, integer);
-    atomic!(AtomicU64, u64, integer);
     atomic!(AtomicUsize, usize, integer);
 }
 
@@ -169,6 +168,19 @@ mod seq_cst {
 /// cannot), the arrival-shard picker (under loom there is one shard, so its value never
 /// matters there), and for the models' own tallies, which must not add interleavings.
 pub(crate) use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+
+/// Statistics: totals, rate windows and latency histograms. They are written by one thread
+/// and read by snapshots; no protocol reads them to decide anything, so they are std's in
+/// every build, and under loom they add no interleavings: the models check the protocols
+/// around them, not the counting (the tokio way: its metrics are no-ops under loom).
+///
+/// Their `Mutex` (a worker publishing its histograms, a snapshot merging them) is held only
+/// around plain memory work, never across a loom operation, so under loom, where every model
+/// thread runs on one OS thread, it can never be found locked.
+pub(crate) mod stats {
+    pub(crate) use std::sync::Mutex;
+    pub(crate) use std::sync::atomic::AtomicU64;
+}
 
 /// Std's `Arc`, never modelled: the one [`std::task::Wake`] is defined over (a thread's waker,
 /// whose `wake` calls [`thread::Thread::unpark`], under loom the shim's parker), and what loom

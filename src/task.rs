@@ -21,7 +21,7 @@
 use std::marker::PhantomData;
 
 use crate::clock::Stamp;
-use crate::completion::{AsSlot, Callback, Claim, Delivered, Slot};
+use crate::completion::{AsSlot, CallbackPort, Claim, Delivered, Port, Slot};
 use crate::error::TaskError;
 use crate::sync::{Arc, AtomicBool, Ordering, UnsafeCell, coerce_arc};
 
@@ -108,7 +108,7 @@ where
 /// Methods take `&self` so that one trait serves both owners (`Box` for callback tasks, `Arc`
 /// shared with a handle); the cell's mutable parts are in `UnsafeCell`s that only the holder
 /// of the task's unique [`JobRef`] reaches (see the module docs).
-pub(crate) trait Job<R, E>: Send + Sync {
+trait Job<R, E>: Send + Sync {
     /// Takes the task for running. `Cancelled` means it must be dropped unrun.
     fn claim(&self) -> Claim;
     /// Counts and returns the attempt about to run (1 for the first).
@@ -189,61 +189,6 @@ impl<R, E> Drop for JobRef<R, E> {
     }
 }
 
-/// Where a cell's outcome goes, kept inside the cell.
-pub(crate) trait Port<T, E>: Send + Sync {
-    fn claim(&self) -> Claim;
-    /// Hands over the outcome, unless one was already handed over.
-    fn deliver(&self, outcome: Result<T, TaskError<E>>) -> Delivered;
-}
-
-impl<T: Send, E: Send> Port<T, E> for Slot<T, E> {
-    #[inline]
-    fn claim(&self) -> Claim {
-        Slot::claim(self)
-    }
-    #[inline]
-    fn deliver(&self, outcome: Result<T, TaskError<E>>) -> Delivered {
-        if !self.is_finished() {
-            self.fill(outcome);
-        }
-        Ok(())
-    }
-}
-
-/// A callback, taken when the outcome is handed over.
-pub(crate) struct CallbackPort<C>(UnsafeCell<Option<Callback<C>>>);
-
-impl<C> CallbackPort<C> {
-    pub(crate) fn new(cb: C) -> Self {
-        CallbackPort(UnsafeCell::new(Some(Callback(cb))))
-    }
-}
-
-// SAFETY: (1) the callback is touched only by the holder of the cell's unique `JobRef` (module
-// docs), one thread at a time; (2) it is moved to that thread, so `C: Send` suffices.
-unsafe impl<C: Send> Sync for CallbackPort<C> {}
-
-impl<T, E, C> Port<T, E> for CallbackPort<C>
-where
-    C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
-{
-    #[inline]
-    fn claim(&self) -> Claim {
-        Claim::Held
-    }
-    #[inline]
-    fn deliver(&self, outcome: Result<T, TaskError<E>>) -> Delivered {
-        let cb = self.0.with_mut(|cb| {
-            // SAFETY: only the `JobRef` holder calls `deliver` (module docs): exclusive access.
-            unsafe { (*cb).take() }
-        });
-        match cb {
-            Some(cb) => cb.deliver(outcome),
-            None => Ok(()),
-        }
-    }
-}
-
 /// The part of a cell only the `JobRef` holder touches.
 struct TaskPart<B> {
     /// `None` once the outcome was delivered (the closure is dropped early).
@@ -252,7 +197,7 @@ struct TaskPart<B> {
 }
 
 /// The one allocation per queued task: closure, attempt count, and where the outcome goes.
-pub(crate) struct TaskCell<B, P, T, E> {
+struct TaskCell<B, P, T, E> {
     task: UnsafeCell<TaskPart<B>>,
     port: P,
     priority: bool,

@@ -39,7 +39,6 @@
 use std::time::Duration;
 
 use crate::attempt::{self, Ran};
-use crate::burst::Wakeup;
 use crate::clock::Stamp;
 use crate::completion::{Claim, Delivered};
 use crate::error::TaskError;
@@ -50,6 +49,7 @@ use crate::resource_pool::CreateError;
 use crate::scheduler::Queued;
 use crate::scheduler::sleep::Slept;
 use crate::shared::{Shared, WorkerSlot};
+use crate::slot::Wakeup;
 use crate::sync::deque::Worker;
 use crate::sync::mpsc::Sender;
 use crate::sync::{Arc, Backoff, Ordering};
@@ -291,8 +291,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
         }
         self.recorder.publish(&self.slot.metrics.published, true);
         self.last_clock = None;
-        // `false`: activated again meanwhile; the next wait returns at once and the slot
-        // comes back up.
+        // `ActivatedAgain`: the next wait returns at once and the slot comes back up.
         let _ = self.slot.state.parked_on_request();
         self.observe(Event::Burst {
             worker: self.index,

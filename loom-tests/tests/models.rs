@@ -1,5 +1,5 @@
 //! One test per loom model in `tasker::loom_models` (the model bodies live in the library,
-//! next to the crate-internal types they drive).
+//! next to the crate-internal types they drive; they build and drive the real manager).
 //!
 //! ```text
 //! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p loom-tests --release
@@ -43,58 +43,28 @@ fn run(name: &str, model: fn()) {
     );
 }
 
-#[test]
-fn submit_racing_a_worker_falling_asleep_loses_no_wakeup() {
-    run(
-        "submit_racing_a_worker_falling_asleep_loses_no_wakeup",
-        loom_models::submit_racing_a_worker_falling_asleep_loses_no_wakeup,
-    );
+/// One test per model, named after it, run in its own child process.
+macro_rules! models {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                run(stringify!($name), loom_models::$name);
+            }
+        )*
+    };
 }
 
-#[test]
-fn completion_slot_complete_vs_wait_vs_cancel_vs_drop() {
-    run(
-        "completion_slot_complete_vs_wait_vs_cancel_vs_drop",
-        loom_models::completion_slot_complete_vs_wait_vs_cancel_vs_drop,
-    );
-}
-
-#[test]
-fn stop_racing_a_submission_neither_strands_nor_runs_twice() {
-    run(
-        "stop_racing_a_submission_neither_strands_nor_runs_twice",
-        loom_models::stop_racing_a_submission_neither_strands_nor_runs_twice,
-    );
-}
-
-#[test]
-fn kill_racing_queued_and_running_tasks_resolves_each_once() {
-    run(
-        "kill_racing_queued_and_running_tasks_resolves_each_once",
-        loom_models::kill_racing_queued_and_running_tasks_resolves_each_once,
-    );
-}
-
-#[test]
-fn unhealthy_requeue_racing_stop() {
-    run(
-        "unhealthy_requeue_racing_stop",
-        loom_models::unhealthy_requeue_racing_stop,
-    );
-}
-
-#[test]
-fn burst_slot_parking_while_a_task_arrives() {
-    run(
-        "burst_slot_parking_while_a_task_arrives",
-        loom_models::burst_slot_parking_while_a_task_arrives,
-    );
-}
-
-#[test]
-fn parked_burst_slot_does_not_miss_shutdown() {
-    run(
-        "parked_burst_slot_does_not_miss_shutdown",
-        loom_models::parked_burst_slot_does_not_miss_shutdown,
-    );
-}
+models!(
+    submit_racing_a_worker_falling_asleep_loses_no_wakeup,
+    submit_racing_a_sleeping_worker_is_run,
+    completion_slot_complete_vs_wait_vs_cancel_vs_drop,
+    cancel_racing_the_worker_claim_answers_once,
+    stop_racing_a_submission_neither_strands_nor_runs_twice,
+    kill_racing_queued_and_running_tasks_resolves_each_once,
+    unhealthy_requeue_racing_stop,
+    burst_slot_parking_while_a_task_arrives,
+    parked_burst_slot_does_not_miss_shutdown,
+    a_full_queue_waiter_gets_the_room_a_worker_frees,
+    a_full_queue_waiter_is_answered_when_stop_begins,
+);

@@ -27,7 +27,8 @@ use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 
 use crate::clock::{Clock, Stamp};
-use crate::sync::{AtomicU64, Ordering, StdAtomicUsize};
+use crate::sync::stats::AtomicU64;
+use crate::sync::{Ordering, StdAtomicUsize};
 use collector::MetricsCollector;
 use recorder::{Published, new_histogram};
 use window::{Ticks, Window};

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::sync::Mutex;
+use crate::sync::stats::Mutex;
 
 /// Highest value tracked, in nanoseconds (larger values are clamped to it).
 const MAX_NANOS: u64 = 3_600 * 1_000_000_000;

@@ -21,7 +21,8 @@
 
 use std::time::Duration;
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::Ordering;
+use crate::sync::stats::AtomicU64;
 
 /// Buckets per window.
 pub(crate) const BUCKETS: usize = 10;

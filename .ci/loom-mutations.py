@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Each protocol's loom model must fail when the protocol is broken.
+
+For each mutation below (a weakened ordering, a skipped re-check, a ticket given back too
+early), this copies the crate to a scratch directory, applies the one change, and runs the
+models named with it, expecting each to FAIL. A model that still passes is reported: it no
+longer checks what it claims to. Run by hand (it rebuilds once per mutation, ~1-2 min each):
+
+    python3 .ci/loom-mutations.py            # every mutation
+    python3 .ci/loom-mutations.py capacity   # those whose name contains "capacity"
+
+Exit status 0 only if every mutation was caught.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRATCH = os.environ.get("MUTATION_DIR", "/tmp/tasker-loom-mutations")
+
+# (name, file, original text, mutated text, models that must fail)
+MUTATIONS = [
+    (
+        "sleep: no fence before a submitter reads the sleeper count",
+        "src/scheduler/sleep.rs",
+        "        // Step 2.\n        fence(Ordering::SeqCst);\n",
+        "",
+        ["submit_racing_a_worker_falling_asleep_loses_no_wakeup"],
+    ),
+    (
+        "completion: READY stored Relaxed",
+        "src/completion.rs",
+        "self.state.store(READY, Ordering::Release);",
+        "self.state.store(READY, Ordering::Relaxed);",
+        ["completion_slot_complete_vs_wait_vs_cancel_vs_drop"],
+    ),
+    (
+        "lifecycle: the last task out does not see the manager drained",
+        "src/lifecycle.rs",
+        "if prev & CLOSED != 0 && prev < 2 * ONE {",
+        "if prev & CLOSED != 0 && prev < ONE {",
+        [
+            "stop_racing_a_submission_neither_strands_nor_runs_twice",
+            "kill_racing_queued_and_running_tasks_resolves_each_once",
+        ],
+    ),
+    (
+        "retry: the re-queue gives its ticket back and takes a fresh one",
+        "src/worker.rs",
+        "                shared.push(Queued { job, ticket }, true);\n                return;",
+        "                shared.finish(ticket);\n"
+        "                match shared.lifecycle.admit() {\n"
+        "                    Ok(ticket) => shared.push(Queued { job, ticket }, true),\n"
+        "                    Err(_) => {\n"
+        "                        let _ = job.fail(TaskError::Killed);\n"
+        "                    }\n"
+        "                }\n"
+        "                return;",
+        ["unhealthy_requeue_racing_stop"],
+    ),
+    (
+        "burst slot: a parked slot does not check CLOSED before it waits",
+        "src/slot.rs",
+        "                    if closed() {\n                        return Wakeup::Exit;\n                    }\n",
+        "",
+        ["parked_burst_slot_does_not_miss_shutdown"],
+    ),
+    (
+        "burst slot: a slot asked to park before it ran waits for the word to leave PARKED",
+        "src/slot.rs",
+        "                PARK_REQUESTED => {\n                    let _ = self.0.compare_exchange(",
+        "                PARK_REQUESTED if false => {\n                    let _ = self.0.compare_exchange(",
+        ["burst_slot_parking_while_a_task_arrives"],
+    ),
+    (
+        "capacity: a releaser reads the waiter count Relaxed",
+        "src/scheduler/capacity.rs",
+        "if self.waiters.load(Ordering::SeqCst) > 0 {",
+        "if self.waiters.load(Ordering::Relaxed) > 0 {",
+        ["a_full_queue_waiter_gets_the_room_a_worker_frees"],
+    ),
+    (
+        "capacity: a waiter does not re-check shutdown after it counted itself",
+        "src/scheduler/capacity.rs",
+        "            } else if closed() {\n                Some(false)\n            } else {",
+        "            } else {",
+        ["a_full_queue_waiter_is_answered_when_stop_begins"],
+    ),
+]
+
+
+def copy_crate():
+    os.makedirs(SCRATCH, exist_ok=True)
+    for item in ["Cargo.toml", "Cargo.lock", "src", "loom-tests"]:
+        src, dst = os.path.join(ROOT, item), os.path.join(SCRATCH, item)
+        if os.path.isdir(src):
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(src, dst)
+        elif os.path.exists(src):
+            shutil.copy2(src, dst)
+    # The copy is a workspace of the root crate and its loom tests only.
+    manifest = os.path.join(SCRATCH, "Cargo.toml")
+    text = open(manifest).read()
+    start = text.index("[workspace]")
+    end = text.index("[package]")
+    text = text[:start] + '[workspace]\nmembers = ["loom-tests"]\n\n' + text[end:]
+    # Drop [[bench]], [[example]] and [[test]] targets and dev-dependencies the copy lacks.
+    for section in ("[[bench]]", "[[example]]", "[[test]]"):
+        while section in text:
+            i = text.index(section)
+            j = text.find("\n[", i + 1)
+            text = text[:i] + (text[j + 1:] if j >= 0 else "")
+    open(manifest, "w").write(text)
+
+
+def run_model(model):
+    env = dict(os.environ)
+    env.update(
+        RUSTFLAGS="--cfg loom",
+        LOOM_MAX_PREEMPTIONS=env.get("LOOM_MAX_PREEMPTIONS", "3"),
+        CARGO_TARGET_DIR=os.path.join(SCRATCH, "target"),
+    )
+    cmd = ["cargo", "test", "-q", "-p", "loom-tests", "--release", "--", "--exact", model]
+    done = subprocess.run(cmd, cwd=SCRATCH, env=env, capture_output=True, text=True)
+    return done.returncode, done.stdout + done.stderr
+
+
+def main():
+    wanted = sys.argv[1:]
+    missed = []
+    for name, path, old, new, models in MUTATIONS:
+        if wanted and not any(w in name for w in wanted):
+            continue
+        copy_crate()
+        file = os.path.join(SCRATCH, path)
+        text = open(file).read()
+        if text.count(old) != 1:
+            print(f"!!! {name}: the original text is not found exactly once in {path}")
+            missed.append(name)
+            continue
+        open(file, "w").write(text.replace(old, new))
+        for model in models:
+            start = time.time()
+            code, output = run_model(model)
+            took = time.time() - start
+            if "error[" in output and "could not compile" in output:
+                print(f"!!! {name}: the mutated crate does not build\n{output[-2000:]}")
+                missed.append(name)
+            elif code == 0:
+                print(f"!!! {name}: {model} still PASSES ({took:.0f} s)")
+                missed.append(name)
+            else:
+                print(f"ok  {name}: {model} fails, as it must ({took:.0f} s)")
+    print(f"{len(missed)} mutation(s) not caught" if missed else "every mutation was caught")
+    sys.exit(1 if missed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+//! The lifecycle word (`lifecycle`) and shutdown: admission tickets, `stop` draining, `kill`
+//! resolving what is queued. The race it must survive: submissions and running tasks racing
+//! `stop`/`kill`, with the workers deciding when the manager is drained.
+
+use super::{Tally, explore, manager};
+use crate::sync::thread;
+
+/// **Stop racing a submission: the task is neither stranded nor run twice.**
+///
+/// A one-worker manager, built for real. Submitters (one or two threads) submit a callback
+/// task each through `queue_task_with_callback` while the main thread calls `stop`. Each task
+/// is either refused (`ShuttingDown`, never run) or accepted, and then run exactly once before
+/// the worker exits: the worker must not exit with it queued (it would be stranded: it would
+/// get no outcome) nor sleep through it (loom reports the deadlock). Second scenario: a task
+/// was accepted before, and the submission races both. Third: two submitters race `stop`, so
+/// one can be refused while the other is accepted and not yet pushed: the refused one's brief
+/// `+1/-1` on the lifecycle word must not let the worker exit with the accepted task on its
+/// way.
+///
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): MEASURE.
+///
+/// It bites: with `Lifecycle::admit` checking the closed bit after its increment with a
+/// `Relaxed` load... (see the mutation list in `.ci/loom-mutations.sh`).
+pub fn stop_racing_a_submission_neither_strands_nor_runs_twice() {
+    for (queued_before, submitters) in [(false, 1), (true, 1), (false, 2)] {
+        explore(
+            &format!("stop vs {submitters} submitter(s) (task queued before: {queued_before})"),
+            move || {
+                let manager = manager(1, 0, None);
+                let early = Tally::new();
+                if queued_before {
+                    early.submit_callback(&manager, 0);
+                }
+                let racing: Vec<_> = (0..submitters)
+                    .map(|_| {
+                        let tally = Tally::new();
+                        let (manager, mine) = (manager.clone(), tally.clone());
+                        let submitter = thread::spawn(move || mine.submit_callback(&manager, 0));
+                        (tally, submitter)
+                    })
+                    .collect();
+                manager.stop().unwrap();
+                for (tally, submitter) in racing {
+                    submitter.join().unwrap();
+                    match (tally.only(), tally.ran()) {
+                        ("completed", 1) | ("refused", 0) => {}
+                        (other, ran) => panic!("stop gave a task {other} after {ran} run(s)"),
+                    }
+                }
+                if queued_before {
+                    assert_eq!((early.only(), early.ran()), ("completed", 1));
+                }
+                super::assert_drained(&manager);
+            },
+        );
+    }
+}
+
+/// **Kill racing queued and running tasks resolves each exactly once.**
+///
+/// A one-worker manager, built for real. A callback task is submitted first; a second task is
+/// submitted (through `queue_task_async`) on another thread while the main thread calls
+/// `kill`, and its handle is waited on after. The worker may be running the first when `kill`
+/// lands, or have either queued. Each task gets exactly one outcome: `Ok` when its body ran
+/// (a running task finishes its attempt), `Killed` when it was resolved unrun,
+/// `ShuttingDown` for a refused submission; and `kill` returns (the worker exited).
+///
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): MEASURE.
+pub fn kill_racing_queued_and_running_tasks_resolves_each_once() {
+    explore("kill vs queued and running tasks", || {
+        let manager = manager(1, 0, None);
+        let first = Tally::new();
+        first.submit_callback(&manager, 0);
+        let second = Tally::new();
+        let submitter = {
+            let (manager, second) = (manager.clone(), second.clone());
+            thread::spawn(move || {
+                let outcome = manager.queue_task_async(second.body(0)).wait();
+                second.record(&outcome);
+            })
+        };
+        manager.kill().unwrap();
+        submitter.join().unwrap();
+        for (name, tally) in [("first", &first), ("second", &second)] {
+            match (tally.only(), tally.ran()) {
+                ("completed", 1) | ("killed", 0) => {}
+                ("refused", 0) if name == "second" => {}
+                (other, ran) => panic!("{name} task: {other} after {ran} run(s)"),
+            }
+        }
+        super::assert_drained(&manager);
+    });
+}
