@@ -27,7 +27,10 @@ MUTATIONS = [
         "src/scheduler/sleep.rs",
         "        // Step 2.\n        fence(Ordering::SeqCst);\n",
         "",
-        ["submit_racing_a_worker_falling_asleep_loses_no_wakeup"],
+        [
+            "submit_racing_a_worker_falling_asleep_loses_no_wakeup",
+            "submit_racing_a_sleeping_worker_is_run",
+        ],
     ),
     (
         "completion: READY stored Relaxed",
@@ -75,10 +78,10 @@ MUTATIONS = [
         ["burst_slot_parking_while_a_task_arrives"],
     ),
     (
-        "capacity: a releaser reads the waiter count Relaxed",
+        "capacity: a waiter does not try again after it counted itself",
         "src/scheduler/capacity.rs",
-        "if self.waiters.load(Ordering::SeqCst) > 0 {",
-        "if self.waiters.load(Ordering::Relaxed) > 0 {",
+        "            let outcome = if self.try_reserve() {",
+        "            let outcome = if false {",
         ["a_full_queue_waiter_gets_the_room_a_worker_frees"],
     ),
     (

@@ -1,6 +1,7 @@
 //! [`Builder`]: every knob, its default, validation into [`BuildError`], and the start-up
 //! sequence.
 
+use std::fmt;
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -61,6 +62,30 @@ pub struct Builder<R, E> {
     logger: Box<dyn Logger>,
     keep_burst_resources: bool,
     burst_keep_alive: Duration,
+}
+
+/// Shows the settings; the hooks, collector and logger are shown only as set or not.
+impl<R, E> fmt::Debug for Builder<R, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("on_create", &self.on_create.is_some())
+            .field("on_destroy", &self.on_destroy.is_some())
+            .field("check_health", &self.check_health.is_some())
+            .field("worker_count", &self.worker_count)
+            .field("max_worker_count", &self.max_worker_count)
+            .field("burst_interval", &self.burst_interval)
+            .field("burst_keep_alive", &self.burst_keep_alive)
+            .field("keep_burst_resources", &self.keep_burst_resources)
+            .field("max_retries", &self.max_retries)
+            .field("resource_pool_size", &self.resource_pool_size)
+            .field("pin_workers", &self.pin_workers)
+            .field("thread_name_prefix", &self.thread_name_prefix)
+            .field("stack_size", &self.stack_size)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("metrics_window", &self.metrics_window)
+            .field("metrics_collector", &self.collector.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<R: Send + 'static, E: Send + 'static> Default for Builder<R, E> {

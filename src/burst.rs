@@ -35,6 +35,7 @@ use crate::metrics::Load;
 use crate::shared::Shared;
 use crate::slot::{ACTIVE, Activation, PARK_REQUESTED, PARKED, ParkRequest};
 use crate::sync::{Ordering, thread};
+use crate::unwind::AbortOnUnwind;
 
 /// Workers are sized to run at this utilisation.
 const TARGET_UTILIZATION: f64 = 0.8;
@@ -121,6 +122,9 @@ pub(crate) fn ask_to_park<R, E>(shared: &Shared<R, E>, index: usize) -> ParkRequ
 
 /// The controller thread's body.
 pub(crate) fn controller<R, E>(shared: &Shared<R, E>, interval: Duration, keep_alive: Duration) {
+    // The controller runs no user code: a panic here is a bug in this crate, and a dead
+    // controller would leave the manager stuck at whatever size it had (see `unwind`).
+    let _guard = AbortOnUnwind("the burst controller");
     let base = shared.base_workers;
     let max = shared.workers.len();
     let mut activated_at: Vec<Option<Instant>> = vec![None; max];

@@ -186,7 +186,8 @@ crate::sync::thread_local! {
 /// ```
 #[must_use = "a handle does nothing unless waited on; dropping it does not cancel the task"]
 pub struct TaskHandle<T, E> {
-    /// The slot, inside the allocation it shares with its task (see `task::HandleCell`).
+    /// The slot, inside the allocation it shares with its task (a [`TaskCell`](crate::task)
+    /// whose port is a [`Slot`]).
     cell: Arc<dyn AsSlot<T, E>>,
 }
 

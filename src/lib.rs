@@ -36,6 +36,26 @@
 //! Every accepted task gets exactly one outcome; every resource made is destroyed exactly
 //! once; `stop` drains, `kill` resolves what is queued with [`TaskError::Killed`].
 //! See the README for the full table of submission methods.
+//!
+//! # Panics in your code
+//!
+//! Your code may panic anywhere tasker calls it: a task, a callback, `on_create`,
+//! `on_destroy`, `check_health`, a [`Logger`], a [`MetricsCollector`], and the `Drop` of
+//! anything tasker drops for you (a closure, a value, an error, a resource, a panic payload).
+//! Each panic is caught where it happens; none takes a worker or the manager down:
+//!
+//! - a task's panic ends it with [`TaskError::Panicked`] (the message included), counts as an
+//!   unhealthy error (its resource is replaced) and is not retried;
+//! - a panicking `on_create` is a failed `on_create` (`build` returns
+//!   [`BuildError::ResourceCreationPanicked`]; later, the worker retries with backoff);
+//! - a panicking `check_health` counts as unhealthy; a panicking `on_destroy` is logged and
+//!   counted, and the resource, handed over once, is gone either way;
+//! - every other panic (a callback, a hook's `Drop`, a collector, a logger) is logged and
+//!   counted in [`TaskMetrics::total_user_panics`], and the outcome already decided stands.
+//!
+//! A panic in tasker's own bookkeeping would be a bug in tasker: its invariants could no
+//! longer be trusted, so the thread it happens on aborts the process rather than leave callers
+//! waiting forever.
 
 #![warn(missing_docs)]
 

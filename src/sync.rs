@@ -23,7 +23,7 @@
 //!   are loom's (its `UnsafeCell` checks that no two accesses race);
 //! - the atomics are loom's, with one change (module `seq_cst`): loom treats a `SeqCst` access as
 //!   `AcqRel` (its README: "Unsupported features"), which makes it report executions the
-//!   language forbids, for instance the one `burst.rs`'s proof rules out with the total order
+//!   language forbids, for instance the one [`slot`](crate::slot)'s proof rules out with the total order
 //!   of `SeqCst` operations. So a `SeqCst` read-modify-write (including a failed
 //!   compare-and-swap) is bracketed by `fence(SeqCst)`, which loom does model;
 //! - [`Futex`] is a loom `AtomicU32` plus a `Mutex<()>` and a `Condvar`: `wait` checks the
@@ -59,7 +59,7 @@ pub(crate) use loom::sync::{Arc, Condvar, Mutex, mpsc};
 /// Loom's atomics, with `SeqCst` read-modify-writes bracketed by `SeqCst` fences.
 ///
 /// Why: loom models a `SeqCst` access as `AcqRel`, but the protocols' proofs use the single
-/// total order of `SeqCst` operations. Take `burst.rs`: the parking slot CASes its state
+/// total order of `SeqCst` operations. Take [`slot`](crate::slot): the parking slot CASes its state
 /// `PARK_REQUESTED -> PARKED` then loads the lifecycle word; shutdown `fetch_or`s `CLOSED`
 /// into the word then CASes the state `PARKED -> CLOSED`. With `AcqRel` only, loom lets
 /// shutdown's CAS fail (it read `PARK_REQUESTED`) *and* the slot's load miss `CLOSED`, and

@@ -26,7 +26,11 @@ use crate::sync::thread;
 /// `wait_activation` now moves `PARK_REQUESTED` to `PARKED` before it waits (unit test
 /// `a_slot_activated_then_asked_to_park_before_it_ran_*` in `slot.rs`).
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): MEASURE.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`, a loaded machine): 1 878 776 executions,
+/// 283 s: the largest model.
+///
+/// It bites: with `wait_activation` treating `PARK_REQUESTED` as `PARKED` (waiting for the
+/// word to leave `PARKED`), loom finds the spinning slot.
 pub fn burst_slot_parking_while_a_task_arrives() {
     explore("burst slot asked to park while a task arrives", || {
         let manager = manager(1, 1, None);
@@ -65,7 +69,8 @@ enum Start {
 /// worker thread: a slot that misses shutdown keeps it waiting, and loom reports the
 /// deadlock.
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): MEASURE.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`, a loaded machine): parked 72 691 executions,
+/// parking 405 266, activated 798 170; 112 s in all.
 ///
 /// It bites: with the slot's check of `CLOSED` in `wait_activation` removed, loom finds the
 /// slot asleep on its word while `stop` joins it.

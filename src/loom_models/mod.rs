@@ -30,7 +30,9 @@
 //! with other builds: the times are wall-clock and pessimistic. Counts depend on the shim's
 //! stand-ins (`crate::sync`) and on the code under test: change either and measure again.
 //!
-//! Each model's docs also name a mutation of its protocol that makes it fail ("It bites").
+//! Each model's docs also name a mutation of its protocol that makes it fail ("It bites");
+//! `.ci/loom-mutations.py` applies each of them to a copy of the crate and checks that its
+//! models fail (run by hand: it rebuilds once per mutation).
 
 mod burst;
 mod capacity;

@@ -12,18 +12,18 @@ use std::time::{Duration, Instant};
 use tasker::{Builder, TaskManager};
 
 /// Generous bound on any wait in these tests: reaching it means a hang, not slowness.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A resource. `id` is the creation index (0 for the first `on_create` call that succeeded),
 /// so two resources never share an id within one manager.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Conn {
-    pub id: usize,
+pub(crate) struct Conn {
+    pub(crate) id: usize,
 }
 
 /// A task or hook error. `Broken` is unhealthy under [`builder`]'s `check_health`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DbError {
+pub(crate) enum DbError {
     /// A healthy error: the resource is fine.
     Plain,
     /// The connection is broken: the resource must be replaced.
@@ -46,44 +46,44 @@ impl Error for DbError {}
 
 /// How many resources `on_create` made and `on_destroy` received.
 #[derive(Debug, Clone, Default)]
-pub struct Counts {
-    pub created: Arc<AtomicUsize>,
-    pub destroyed: Arc<AtomicUsize>,
+pub(crate) struct Counts {
+    pub(crate) created: Arc<AtomicUsize>,
+    pub(crate) destroyed: Arc<AtomicUsize>,
 }
 
 impl Counts {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
-    pub fn created(&self) -> usize {
+    pub(crate) fn created(&self) -> usize {
         self.created.load(Ordering::SeqCst)
     }
 
-    pub fn destroyed(&self) -> usize {
+    pub(crate) fn destroyed(&self) -> usize {
         self.destroyed.load(Ordering::SeqCst)
     }
 
     /// A fresh `Conn`, counted.
-    pub fn make(&self) -> Conn {
+    pub(crate) fn make(&self) -> Conn {
         Conn {
             id: self.created.fetch_add(1, Ordering::SeqCst),
         }
     }
 
-    pub fn destroy(&self, _conn: Conn) {
+    pub(crate) fn destroy(&self, _conn: Conn) {
         self.destroyed.fetch_add(1, Ordering::SeqCst);
     }
 }
 
 /// Whether an error leaves the connection usable: `Broken` is unhealthy.
-pub fn healthy(e: &DbError) -> bool {
+pub(crate) fn healthy(e: &DbError) -> bool {
     *e != DbError::Broken
 }
 
 /// A builder with `on_create`/`on_destroy` counted in `counts`, `check_health` = "Broken is
 /// unhealthy", and unpinned workers (the test machine has 2 cores).
-pub fn builder(counts: &Counts) -> Builder<Conn, DbError> {
+pub(crate) fn builder(counts: &Counts) -> Builder<Conn, DbError> {
     let (c, d) = (counts.clone(), counts.clone());
     TaskManager::builder()
         .on_create(move || Ok::<_, DbError>(c.make()))
@@ -96,7 +96,7 @@ pub fn builder(counts: &Counts) -> Builder<Conn, DbError> {
 }
 
 /// Polls `cond` until it holds or [`TIMEOUT`] passes; returns whether it held.
-pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         if cond() {
@@ -111,7 +111,7 @@ pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
 
 /// A gate a task can block on until the test opens it, with a start signal so the test knows
 /// the task is running. Both sides time out after [`TIMEOUT`] instead of hanging.
-pub struct Gate {
+pub(crate) struct Gate {
     started_tx: std::sync::mpsc::Sender<()>,
     started_rx: std::sync::mpsc::Receiver<()>,
     open_tx: std::sync::mpsc::Sender<()>,
@@ -120,14 +120,14 @@ pub struct Gate {
 
 /// The task side of a [`Gate`]: `Send + 'static`, moved into a task.
 #[derive(Clone)]
-pub struct GateWaiter {
+pub(crate) struct GateWaiter {
     started_tx: std::sync::mpsc::Sender<()>,
     open_rx: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>,
 }
 
 impl GateWaiter {
     /// Signals "started", then blocks until the gate opens (or [`TIMEOUT`]).
-    pub fn enter(&self) {
+    pub(crate) fn enter(&self) {
         let _ = self.started_tx.send(());
         let rx = self.open_rx.lock().unwrap_or_else(|e| e.into_inner());
         let _ = rx.recv_timeout(TIMEOUT);
@@ -135,7 +135,7 @@ impl GateWaiter {
 }
 
 impl Gate {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (open_tx, open_rx) = std::sync::mpsc::channel();
         Gate {
@@ -146,7 +146,7 @@ impl Gate {
         }
     }
 
-    pub fn waiter(&self) -> GateWaiter {
+    pub(crate) fn waiter(&self) -> GateWaiter {
         GateWaiter {
             started_tx: self.started_tx.clone(),
             open_rx: self.open_rx.clone(),
@@ -154,14 +154,14 @@ impl Gate {
     }
 
     /// Waits until a task entered the gate; panics after [`TIMEOUT`].
-    pub fn wait_started(&self) {
+    pub(crate) fn wait_started(&self) {
         self.started_rx
             .recv_timeout(TIMEOUT)
             .expect("the blocking task never started");
     }
 
     /// Lets one waiting task through.
-    pub fn open(&self) {
+    pub(crate) fn open(&self) {
         let _ = self.open_tx.send(());
     }
 }
@@ -173,11 +173,11 @@ impl Default for Gate {
 }
 
 /// A tiny deterministic generator (xorshift64*) for seeded random test inputs.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// Any seed works (0 included): it is mixed, and a few outputs are skipped.
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         for _ in 0..4 {
             r.next();
@@ -185,7 +185,7 @@ impl Rng {
         r
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -195,12 +195,12 @@ impl Rng {
     }
 
     /// Uniform enough in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 
     /// True with probability `pct` percent.
-    pub fn chance(&mut self, pct: u64) -> bool {
+    pub(crate) fn chance(&mut self, pct: u64) -> bool {
         self.below(100) < pct
     }
 }
