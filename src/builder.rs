@@ -339,7 +339,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             queues,
             sleep: Sleep::new(),
             lifecycle: Lifecycle::new(),
-            capacity: self.queue_capacity.map(Capacity::new),
+            capacity: self.queue_capacity.map(|n| Arc::new(Capacity::new(n))),
             hooks,
             pool,
             max_retries: self.max_retries,

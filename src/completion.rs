@@ -32,8 +32,10 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::TaskError;
+use crate::observe::{Observer, Site};
 use crate::sync::thread::{self, Thread};
 use crate::sync::{Arc, AtomicU32, AtomicWaker, Backoff, Ordering, StdArc, UnsafeCell};
+use crate::unwind::{self, PanicMessage};
 
 /// A blocking wait polls its slot with at most this many `spin_loop` hints in between (one
 /// poll reads one word the worker writes once): the outcome is seen within ~60 ns of its
@@ -191,14 +193,21 @@ pub struct TaskHandle<T, E> {
     cell: Arc<dyn AsSlot<T, E>>,
 }
 
-/// Gives the handle its slot, wherever the slot lives.
+/// Gives the handle its slot, wherever the slot lives, and its cancel.
 pub(crate) trait AsSlot<T, E>: Send + Sync {
     fn slot(&self) -> &Slot<T, E>;
+    /// `PENDING -> CANCELLED`, then lets go of what the task held (its closure, its queue
+    /// place). True when the task had not started and now never will.
+    fn cancel(&self) -> bool;
 }
 
 impl<T: Send, E: Send> AsSlot<T, E> for Slot<T, E> {
     fn slot(&self) -> &Slot<T, E> {
         self
+    }
+
+    fn cancel(&self) -> bool {
+        Slot::cancel(self)
     }
 }
 
@@ -220,8 +229,12 @@ impl<T, E> TaskHandle<T, E> {
     /// Cancels the task if it has not started. Returns `true` when it had not started and now
     /// never will (its outcome is then [`TaskError::Cancelled`]); `false` when it already ran,
     /// is running, or already has an outcome.
+    ///
+    /// A successful cancel lets go of the task at once: its closure is dropped here, on this
+    /// thread (a panic in that `Drop` reaches this caller, after the cancel took effect), and
+    /// its place in a bounded queue is free for the next submission.
     pub fn cancel(&self) -> bool {
-        self.slot().cancel()
+        self.cell.cancel()
     }
 
     /// Blocks until the task has an outcome.
@@ -295,12 +308,53 @@ impl<T, E> fmt::Debug for TaskHandle<T, E> {
     }
 }
 
-/// A callback panicked while receiving an outcome (its message); the caller logs it.
-#[derive(Debug)]
-pub(crate) struct CallbackPanic(pub(crate) String);
+/// Panics caught in user code while a task's outcome was handed over or the task was let
+/// go: a callback, or the `Drop` of a closure, of a value nobody will read, of an error. Each
+/// with where it happened. They never change the outcome; the worker reports each one
+/// ([`Observer::caught`]), which logs and counts it. No allocation unless something panicked.
+#[must_use = "caught panics must be reported"]
+#[derive(Debug, Default)]
+pub(crate) struct Caught(Vec<(Site, PanicMessage)>);
 
-/// What handing over an outcome ended with.
-pub(crate) type Delivered = Result<(), CallbackPanic>;
+impl Caught {
+    /// Nothing panicked.
+    #[inline]
+    pub(crate) fn nothing() -> Self {
+        Caught(Vec::new())
+    }
+
+    /// Keeps `result`'s panic, if any, with its site.
+    #[inline]
+    pub(crate) fn add(&mut self, site: Site, result: Result<(), PanicMessage>) {
+        if let Err(message) = result {
+            self.0.push((site, message));
+        }
+    }
+
+    /// These and `other`'s.
+    #[inline]
+    pub(crate) fn and(mut self, other: Caught) -> Caught {
+        self.0.extend(other.0);
+        self
+    }
+
+    /// True when nothing panicked.
+    #[cfg(any(test, loom))]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Reports each to `observer`.
+    #[inline]
+    pub(crate) fn report(self, observer: &Observer<'_>) {
+        for (site, message) in self.0 {
+            observer.caught(site, Err(message));
+        }
+    }
+}
+
+/// What handing over an outcome ended with: the panics caught on the way.
+pub(crate) type Delivered = Caught;
 
 /// A user callback. Its panics are caught and reported (to be logged): they never take a
 /// worker down.
@@ -313,8 +367,9 @@ impl<C> Callback<C> {
         C: FnOnce(Result<T, TaskError<E>>),
     {
         let cb = self.0;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(outcome)))
-            .map_err(|payload| CallbackPanic(crate::error::panic_message(payload.as_ref())))
+        let mut caught = Caught::nothing();
+        caught.add(Site::Callback, unwind::catch(|| cb(outcome)));
+        caught
     }
 }
 
@@ -333,10 +388,18 @@ impl<T: Send, E: Send> Port<T, E> for Slot<T, E> {
     }
     #[inline]
     fn deliver(&self, outcome: Result<T, TaskError<E>>) -> Delivered {
-        if !self.is_finished() {
+        if self.is_finished() {
+            // Cancelled: nobody will read this outcome, and dropping it is user code.
+            let mut caught = Caught::nothing();
+            caught.add(
+                Site::Drop("an outcome nobody reads"),
+                unwind::drop_quietly(outcome),
+            );
+            caught
+        } else {
             self.fill(outcome);
+            Caught::nothing()
         }
-        Ok(())
     }
 }
 
@@ -370,7 +433,14 @@ where
         });
         match cb {
             Some(cb) => cb.deliver(outcome),
-            None => Ok(()),
+            None => {
+                let mut caught = Caught::nothing();
+                caught.add(
+                    Site::Drop("an outcome nobody reads"),
+                    unwind::drop_quietly(outcome),
+                );
+                caught
+            }
         }
     }
 }

@@ -184,14 +184,3 @@ impl fmt::Display for ShutdownError {
 }
 
 impl Error for ShutdownError {}
-
-/// Turns a panic payload into a message.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}

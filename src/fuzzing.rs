@@ -669,6 +669,9 @@ struct Sub {
     expect: Expect,
     /// A `cancel()` on its handle returned true.
     cancelled: bool,
+    /// When that cancel happened: how many submissions had been made by then (a successful
+    /// cancel gives a bounded queue's place back at once).
+    cancelled_at: usize,
     gated: Gated,
     /// Handles: finished as soon as the submit call returned.
     handle_sync: bool,
@@ -846,6 +849,7 @@ impl Driver {
             probe: probe.clone(),
             expect: self.expect(),
             cancelled: false,
+            cancelled_at: usize::MAX,
             gated,
             handle_sync: false,
         };
@@ -899,6 +903,7 @@ impl Driver {
         let id = *id;
         if handle.cancel() {
             self.subs[id].cancelled = true;
+            self.subs[id].cancelled_at = self.subs.len();
             if !handle.is_finished() {
                 self.violation(format!(
                     "task {id}: cancel() returned true, is_finished() false"
@@ -1397,18 +1402,30 @@ impl Driver {
     /// The priority sub-case: submissions made while the only worker was blocked.
     fn check_gated(&self) -> Vec<String> {
         let mut v = Vec::new();
-        let gated: Vec<&Sub> = self
+        let gated_at: Vec<(usize, &Sub)> = self
             .subs
             .iter()
-            .filter(|s| matches!(s.gated, Gated::Yes(_)) && s.probe.spec.delivery != Delivery::Run)
+            .enumerate()
+            .filter(|(_, s)| {
+                matches!(s.gated, Gated::Yes(_)) && s.probe.spec.delivery != Delivery::Run
+            })
             .collect();
-        // The bound is exact while nothing is taken: the first `capacity` fit, no more.
+        let gated: Vec<&Sub> = gated_at.iter().map(|(_, s)| *s).collect();
+        let refused_full = |s: &Sub| {
+            lock(&s.probe.outcomes)
+                .iter()
+                .any(|d| d.seen == Seen::QueueFull)
+        };
+        // The bound is exact while nothing is taken: a submission fits while fewer than
+        // `capacity` earlier ones hold a place (accepted, and not cancelled before it came).
         if let Some(cap) = self.cfg.capacity {
-            for (n, s) in gated.iter().enumerate() {
-                let full = lock(&s.probe.outcomes)
+            for (n, &(at, s)) in gated_at.iter().enumerate() {
+                let full = refused_full(s);
+                let held = gated_at[..n]
                     .iter()
-                    .any(|d| d.seen == Seen::QueueFull);
-                if full != (n >= cap) {
+                    .filter(|(_, e)| !refused_full(e) && e.cancelled_at > at)
+                    .count();
+                if full != (held >= cap) {
                     v.push(format!(
                         "task {}: submission {n} while the only worker was blocked, capacity {cap}: QueueFull = {full}",
                         s.probe.spec.id

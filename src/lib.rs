@@ -66,6 +66,7 @@ mod clock;
 mod completion;
 mod error;
 #[doc(hidden)]
+#[allow(missing_debug_implementations)]
 pub mod fuzzing; // Fuzz target bodies: not part of the API (see the module's docs).
 mod latch;
 mod lifecycle;

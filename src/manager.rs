@@ -216,11 +216,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// Answers a refused task on the caller's thread.
     #[cold]
     fn refused(&self, job: JobRef<R, E>, error: TaskError<E>) {
-        let delivered = job.fail(error);
-        self.inner
-            .shared
-            .observer()
-            .caught(Site::Callback, delivered.map_err(|panic| panic.0));
+        job.fail(error).report(&self.inner.shared.observer());
     }
 
     fn submit_blocking<T, B>(&self, body: B, priority: bool) -> Result<T, TaskError<E>>
@@ -231,7 +227,13 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         if self.inner.shared.is_current_worker() {
             return Err(TaskError::WouldDeadlock);
         }
-        let (job, handle) = task::with_handle(body, priority, self.inner.shared.metrics.now());
+        let shared = &*self.inner.shared;
+        let (job, handle) = task::with_handle(
+            body,
+            priority,
+            shared.metrics.now(),
+            shared.capacity.clone(),
+        );
         self.submit(job, priority, true);
         handle.wait()
     }
@@ -241,7 +243,13 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         B: Body<R, E, T>,
     {
-        let (job, handle) = task::with_handle(body, priority, self.inner.shared.metrics.now());
+        let shared = &*self.inner.shared;
+        let (job, handle) = task::with_handle(
+            body,
+            priority,
+            shared.metrics.now(),
+            shared.capacity.clone(),
+        );
         self.submit(job, priority, false);
         handle
     }

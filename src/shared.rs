@@ -34,7 +34,7 @@ pub(crate) struct Shared<R, E> {
     pub(crate) queues: Queues<R, E>,
     pub(crate) sleep: Sleep,
     pub(crate) lifecycle: Lifecycle,
-    pub(crate) capacity: Option<Capacity>,
+    pub(crate) capacity: Option<Arc<Capacity>>,
     pub(crate) hooks: Hooks<R, E>,
     pub(crate) pool: ResourcePool<R>,
     pub(crate) max_retries: u32,

@@ -9,21 +9,35 @@
 //!
 //! # Who touches what
 //!
-//! A cell's task part (closure, attempt count) and a callback port are in `UnsafeCell`s and
-//! are touched only through the cell's unique [`JobRef`]: a `JobRef` is made once, at
-//! submission, by consuming the only `Box`/`Arc` that can reach the cell as a [`Job`]; it is
-//! not `Clone`; and whoever holds it (the submitter, a queue, then one worker) has it
-//! exclusively. The handle's `Arc` reaches the cell only as `dyn AsSlot`, i.e. only its
-//! completion slot, whose own protocol (`completion`) orders the two sides. So no two threads
-//! ever touch the task part at once, and a worker that passes a `JobRef` on (a retry) hands
-//! over through the queue's own synchronisation.
+//! A cell's attempt count, its closure and a callback port are in `UnsafeCell`s. The attempt
+//! count and the callback port are touched only through the cell's unique [`JobRef`]: a
+//! `JobRef` is made once, at submission, by consuming the only `Box`/`Arc` that can reach the
+//! cell as a [`Job`]; it is not `Clone`; and whoever holds it (the submitter, a queue, then one
+//! worker) has it exclusively. The handle's `Arc` reaches the cell only as `dyn AsSlot`: its
+//! completion slot, whose own protocol (`completion`) orders the two sides, and `cancel`.
+//!
+//! The closure is the one thing both sides may touch, and the slot's claim decides which:
+//! the `JobRef` holder touches it only after its claim found `Held` (`run` follows the
+//! worker's claim; `fail` claims first), and the handle only after its cancel won
+//! `PENDING -> CANCELLED`, which makes every later claim find `Cancelled`. The claim and the
+//! cancel are compare-and-swaps on one word, so exactly one side wins, and the loser never
+//! touches the closure. So no two threads ever touch a part at once, and a worker that passes
+//! a `JobRef` on (a retry) hands over through the queue's own synchronisation.
+//!
+//! User code may panic in the `Drop` of what a cell holds (the closure, a value whose handle
+//! was dropped): the worker's side drops those under a catch and returns the panics
+//! ([`Caught`]) for the worker to report; a cancel drops the closure on the caller's thread.
 
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 
 use crate::clock::Stamp;
-use crate::completion::{AsSlot, CallbackPort, Claim, Delivered, Port, Slot};
+use crate::completion::{AsSlot, CallbackPort, Caught, Claim, Delivered, Port, Slot};
 use crate::error::TaskError;
+use crate::observe::Site;
+use crate::scheduler::capacity::Capacity;
 use crate::sync::{Arc, AtomicBool, Ordering, UnsafeCell, coerce_arc};
+use crate::unwind;
 
 /// What a running task can learn about its run.
 ///
@@ -133,7 +147,7 @@ trait Job<R, E>: Send + Sync {
 /// Dropping one that never delivered answers its submitter with `Killed` (a safety net: every
 /// path delivers explicitly; this is also how a cancelled task's cell is let go, its slot then
 /// ignoring the late outcome).
-pub(crate) struct JobRef<R, E>(Holder<R, E>);
+pub(crate) struct JobRef<R, E>(ManuallyDrop<Holder<R, E>>);
 
 enum Holder<R, E> {
     Owned(Box<dyn Job<R, E>>),
@@ -143,7 +157,7 @@ enum Holder<R, E> {
 impl<R, E> JobRef<R, E> {
     #[inline]
     fn job(&self) -> &dyn Job<R, E> {
-        match &self.0 {
+        match &*self.0 {
             Holder::Owned(b) => &**b,
             Holder::Shared(a) => &**a,
         }
@@ -168,9 +182,26 @@ impl<R, E> JobRef<R, E> {
     pub(crate) fn run(&self, resource: &mut R, ctx: &TaskContext) -> Result<Delivered, E> {
         self.job().run(resource, ctx)
     }
+    /// Delivers a final error outcome, then lets the task go ([`release`](Self::release)).
     #[inline]
     pub(crate) fn fail(self, error: TaskError<E>) -> Delivered {
-        self.job().fail(error)
+        let caught = self.job().fail(error);
+        caught.and(self.release())
+    }
+
+    /// Lets the task go once its outcome was delivered (or it was cancelled). The last owner
+    /// of the cell drops it, and with it whatever user data is left in it (a value whose
+    /// handle was dropped, a closure): that `Drop` is user code, so it runs under a catch and
+    /// its panic is returned for the caller to report.
+    #[inline]
+    pub(crate) fn release(self) -> Delivered {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used again, and `ManuallyDrop` keeps `JobRef::drop` (the
+        // safety net) from running, so the holder is taken exactly once.
+        let holder = unsafe { ManuallyDrop::take(&mut this.0) };
+        let mut caught = Caught::nothing();
+        caught.add(Site::Drop("a finished task"), unwind::drop_quietly(holder));
+        caught
     }
     #[inline]
     pub(crate) fn queued_at(&self) -> Stamp {
@@ -182,41 +213,54 @@ impl<R, E> JobRef<R, E> {
     }
 }
 
+/// The safety net: every path of the worker and the manager delivers and then
+/// [`release`](JobRef::release)s explicitly, reporting what user code panicked. This runs
+/// only if a `JobRef` is dropped another way; there is nobody to report to, so what panics
+/// is caught and dropped quietly.
 impl<R, E> Drop for JobRef<R, E> {
     fn drop(&mut self) {
-        // Nobody to tell if a callback panics here: `Callback` already caught it.
         let _ = self.job().fail(TaskError::Killed);
+        // SAFETY: this is `drop`: the holder is never touched again.
+        let holder = unsafe { ManuallyDrop::take(&mut self.0) };
+        let _ = unwind::drop_quietly(holder);
     }
-}
-
-/// The part of a cell only the `JobRef` holder touches.
-struct TaskPart<B> {
-    /// `None` once the outcome was delivered (the closure is dropped early).
-    body: Option<B>,
-    attempts: u32,
 }
 
 /// The one allocation per queued task: closure, attempt count, and where the outcome goes.
 struct TaskCell<B, P, T, E> {
-    task: UnsafeCell<TaskPart<B>>,
+    /// The closure: `None` once the outcome was delivered or the task was cancelled (it is
+    /// dropped then, not when the cell goes). Touched by the `JobRef` holder after a `Held`
+    /// claim, or by the handle after a successful cancel (module docs).
+    body: UnsafeCell<Option<B>>,
+    /// Runs so far. Touched only by the `JobRef` holder.
+    attempts: UnsafeCell<u32>,
+    /// The bounded queue's room, for a handle task of a bounded manager: a successful cancel
+    /// gives the task's place back (the worker then will not).
+    room: Option<Arc<Capacity>>,
     port: P,
     priority: bool,
     queued_at: Stamp,
     _types: PhantomData<fn() -> (T, E)>,
 }
 
-// SAFETY: (1) `task` is touched only by the holder of the cell's unique `JobRef` (module
-// docs), one thread at a time, so sharing the cell never shares `task`; (2) the closure moves
-// to that thread, so `B: Send` suffices; (3) `port` brings its own `Sync`.
+// SAFETY: (1) `attempts` is touched only by the holder of the cell's unique `JobRef`, and
+// `body` by that holder or, after a successful cancel, by the handle, never both (module
+// docs), one thread at a time, so sharing the cell never shares them; (2) the closure moves to
+// that thread, so `B: Send` suffices; (3) `port` brings its own `Sync`.
 unsafe impl<B: Send, P: Sync, T, E> Sync for TaskCell<B, P, T, E> {}
 
 impl<B, P, T, E> TaskCell<B, P, T, E> {
-    fn new(body: B, port: P, priority: bool, queued_at: Stamp) -> Self {
+    fn new(
+        body: B,
+        port: P,
+        priority: bool,
+        queued_at: Stamp,
+        room: Option<Arc<Capacity>>,
+    ) -> Self {
         TaskCell {
-            task: UnsafeCell::new(TaskPart {
-                body: Some(body),
-                attempts: 0,
-            }),
+            body: UnsafeCell::new(Some(body)),
+            attempts: UnsafeCell::new(0),
+            room,
             port,
             priority,
             queued_at,
@@ -224,29 +268,30 @@ impl<B, P, T, E> TaskCell<B, P, T, E> {
         }
     }
 
-    /// Runs `f` on the task part.
+    /// Runs `f` on the closure.
     ///
     /// # Safety
-    /// Only the holder of the cell's `JobRef` may call this, and `f` must not reach `task`
-    /// again.
+    /// Only the holder of the cell's `JobRef` after a `Held` claim, or the handle after a
+    /// successful cancel, may call this (module docs), and `f` must not reach `body` again.
     #[inline]
-    unsafe fn with_task<Q>(&self, f: impl FnOnce(&mut TaskPart<B>) -> Q) -> Q {
-        self.task.with_mut(|task| {
-            // SAFETY: exclusive by the caller's contract (module docs).
-            f(unsafe { &mut *task })
+    unsafe fn with_body<Q>(&self, f: impl FnOnce(&mut Option<B>) -> Q) -> Q {
+        self.body.with_mut(|body| {
+            // SAFETY: exclusive by the caller's contract.
+            f(unsafe { &mut *body })
         })
     }
 
-    /// Reads the task part.
+    /// Takes the closure out and drops it under a catch (user code).
     ///
     /// # Safety
-    /// As for [`with_task`](Self::with_task).
+    /// As for [`with_body`](Self::with_body).
     #[inline]
-    unsafe fn read_task<Q>(&self, f: impl FnOnce(&TaskPart<B>) -> Q) -> Q {
-        self.task.with(|task| {
-            // SAFETY: exclusive by the caller's contract (module docs).
-            f(unsafe { &*task })
-        })
+    unsafe fn drop_body(&self) -> Caught {
+        // SAFETY: the caller's contract.
+        let body = unsafe { self.with_body(Option::take) };
+        let mut caught = Caught::nothing();
+        caught.add(Site::Drop("a task closure"), unwind::drop_quietly(body));
+        caught
     }
 }
 
@@ -263,18 +308,19 @@ where
     }
     #[inline]
     fn begin_attempt(&self) -> u32 {
-        // SAFETY: called through the unique `JobRef`; the closure does not reach `task`.
-        unsafe {
-            self.with_task(|task| {
-                task.attempts += 1;
-                task.attempts
-            })
-        }
+        self.attempts.with_mut(|attempts| {
+            // SAFETY: called through the unique `JobRef`, whose holder alone touches
+            // `attempts`. Saturates: `max_retries` may be `u32::MAX`.
+            unsafe {
+                *attempts = (*attempts).saturating_add(1);
+                *attempts
+            }
+        })
     }
     #[inline]
     fn attempts(&self) -> u32 {
         // SAFETY: as above.
-        unsafe { self.read_task(|task| task.attempts) }
+        self.attempts.with(|attempts| unsafe { *attempts })
     }
     #[inline]
     fn rerunnable(&self) -> bool {
@@ -282,28 +328,37 @@ where
     }
     #[inline]
     fn run(&self, resource: &mut R, ctx: &TaskContext) -> Result<Delivered, E> {
-        // SAFETY: called through the unique `JobRef`; the closure ends before `deliver`, which
-        // does not reach `task`, and the body cannot reach its own cell. If the body unwinds,
-        // the access ends with it.
+        // SAFETY: called through the unique `JobRef` after a `Held` claim (the worker claims
+        // first); the access ends before anything else touches `body`, and the body cannot
+        // reach its own cell. If the body unwinds, the access ends with it.
         let ran = unsafe {
-            self.with_task(|task| {
-                let body = task.body.as_mut()?;
-                let ran = body.call(resource, ctx);
-                if ran.is_ok() {
-                    task.body = None;
-                }
+            self.with_body(|body| {
+                let ran = body.as_mut()?.call(resource, ctx);
                 Some(ran)
             })
         };
         match ran {
-            None => Ok(Ok(())), // already delivered: never run again
-            Some(ran) => Ok(self.port.deliver(Ok(ran?))),
+            None => Ok(Caught::nothing()), // already delivered: never run again
+            Some(Err(error)) => Err(error),
+            Some(Ok(value)) => {
+                // Done with the closure: drop it before the value is handed over (so what it
+                // holds is freed by the time the submitter sees the outcome), under a catch:
+                // a panic in its `Drop` must not turn a success into `Panicked`.
+                // SAFETY: as above.
+                let caught = unsafe { self.drop_body() };
+                Ok(caught.and(self.port.deliver(Ok(value))))
+            }
         }
     }
     fn fail(&self, error: TaskError<E>) -> Delivered {
-        // SAFETY: as above; the access ends before `deliver`.
-        unsafe { self.with_task(|task| task.body = None) };
-        self.port.deliver(Err(error))
+        if self.port.claim() == Claim::Cancelled {
+            // The handle cancelled it and dropped the closure; the outcome is `Cancelled`.
+            return Caught::nothing();
+        }
+        // SAFETY: through the unique `JobRef`, and the claim is `Held`: the handle can no
+        // longer cancel, so it never touches `body`.
+        let caught = unsafe { self.drop_body() };
+        caught.and(self.port.deliver(Err(error)))
     }
     #[inline]
     fn queued_at(&self) -> Stamp {
@@ -325,6 +380,24 @@ where
     fn slot(&self) -> &Slot<T, E> {
         &self.port
     }
+
+    fn cancel(&self) -> bool {
+        if !self.port.cancel() {
+            return false;
+        }
+        if let Some(room) = &self.room {
+            room.release();
+        }
+        // SAFETY: the cancel won `PENDING -> CANCELLED`, so the `JobRef` holder's claim finds
+        // `Cancelled` and it never touches `body` (`run` comes after a `Held` claim, `fail`
+        // checks the claim first). This handle is the only one (`TaskHandle` is not `Clone`).
+        let body = unsafe { self.with_body(Option::take) };
+        // The closure is the caller's own: its `Drop` runs here, on the caller's thread, and
+        // a panic in it reaches the caller (after the cancel took effect), as when dropping
+        // any value.
+        drop(body);
+        true
+    }
 }
 
 /// A callback task: one `Box`.
@@ -345,25 +418,33 @@ where
         CallbackPort::new(cb),
         priority,
         queued_at,
+        None,
     ));
-    JobRef(Holder::Owned(cell))
+    JobRef(ManuallyDrop::new(Holder::Owned(cell)))
 }
 
 /// A handle (or blocking) task: one `Arc`, shared by the queue's `JobRef` and the handle.
+///
+/// `room`: the manager's bounded queue, if it has one (a successful cancel gives the task's
+/// place back).
 pub(crate) fn with_handle<R, E, T, B>(
     body: B,
     priority: bool,
     queued_at: Stamp,
+    room: Option<Arc<Capacity>>,
 ) -> (JobRef<R, E>, crate::TaskHandle<T, E>)
 where
     B: Body<R, E, T>,
     T: Send + 'static,
     E: Send + 'static,
 {
-    let cell = Arc::new(TaskCell::new(body, Slot::new(), priority, queued_at));
+    let cell = Arc::new(TaskCell::new(body, Slot::new(), priority, queued_at, room));
     let handle = crate::TaskHandle::new(coerce_arc!(cell.clone(), dyn AsSlot<T, E>));
     (
-        JobRef(Holder::Shared(coerce_arc!(cell, dyn Job<R, E>))),
+        JobRef(ManuallyDrop::new(Holder::Shared(coerce_arc!(
+            cell,
+            dyn Job<R, E>
+        )))),
         handle,
     )
 }
@@ -388,11 +469,12 @@ mod tests {
             }),
             false,
             0,
+            None,
         );
         assert_eq!(job.claim(), Claim::Held);
         assert_eq!(job.begin_attempt(), 1);
         let mut resource = 41;
-        assert!(matches!(job.run(&mut resource, &ctx()), Ok(Ok(()))));
+        assert!(matches!(job.run(&mut resource, &ctx()), Ok(ref c) if c.is_empty()));
         drop(job); // already delivered: the drop net changes nothing
         assert_eq!(handle.wait(), Ok(42));
     }
@@ -400,12 +482,12 @@ mod tests {
     #[test]
     fn a_dropped_job_answers_killed_and_a_cancelled_one_stays_cancelled() {
         let (job, handle) =
-            with_handle::<(), (), u8, _>(Many(|_: &mut (), _: &TaskContext| Ok(1)), true, 0);
+            with_handle::<(), (), u8, _>(Many(|_: &mut (), _: &TaskContext| Ok(1)), true, 0, None);
         drop(job);
         assert_eq!(handle.wait(), Err(TaskError::Killed));
 
         let (job, handle) =
-            with_handle::<(), (), u8, _>(Many(|_: &mut (), _: &TaskContext| Ok(1)), true, 0);
+            with_handle::<(), (), u8, _>(Many(|_: &mut (), _: &TaskContext| Ok(1)), true, 0, None);
         assert!(handle.cancel());
         assert_eq!(job.claim(), Claim::Cancelled);
         drop(job);
@@ -443,6 +525,7 @@ mod tests {
                 Many(move |r: &mut u64, _: &TaskContext| Ok(*r + i)),
                 false,
                 0,
+                None,
             );
             let worker = thread::spawn(move || {
                 let _ = job.claim();
@@ -452,5 +535,82 @@ mod tests {
             assert_eq!(handle.wait(), Ok(1 + i));
             worker.join().unwrap();
         }
+    }
+
+    /// Counts its drops; panics in `Drop` when `loud`.
+    struct Dropped(Arc<AtomicUsize>, bool);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            if self.1 {
+                panic!("loud drop");
+            }
+        }
+    }
+
+    #[test]
+    fn a_cancel_drops_the_closure_and_gives_the_place_back_at_once() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let held = Dropped(drops.clone(), false);
+        let room = Arc::new(Capacity::new(1));
+        assert!(room.try_reserve());
+        let (job, handle) = with_handle::<(), (), u8, _>(
+            Many(move |_: &mut (), _: &TaskContext| {
+                let _keep = &held;
+                Ok(1)
+            }),
+            false,
+            0,
+            Some(room.clone()),
+        );
+        assert!(handle.cancel());
+        assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped by the cancel");
+        assert!(room.try_reserve(), "the place is free again");
+        // The worker's side finds it cancelled, touches nothing, and lets it go.
+        assert_eq!(job.claim(), Claim::Cancelled);
+        assert!(job.fail(TaskError::Killed).is_empty());
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert_eq!(handle.wait(), Err(TaskError::Cancelled));
+    }
+
+    #[test]
+    fn panics_in_drops_on_the_worker_side_are_returned_not_thrown() {
+        // A closure whose drop panics after a success: the value is still delivered.
+        let drops = Arc::new(AtomicUsize::new(0));
+        let loud = Dropped(drops.clone(), true);
+        let (job, handle) = with_handle::<(), (), u8, _>(
+            Many(move |_: &mut (), _: &TaskContext| {
+                let _keep = &loud;
+                Ok(7)
+            }),
+            false,
+            0,
+            None,
+        );
+        assert_eq!(job.claim(), Claim::Held);
+        job.begin_attempt();
+        let caught = job.run(&mut (), &ctx()).expect("ran");
+        assert!(!caught.is_empty(), "the closure's panic is returned");
+        assert!(job.release().is_empty());
+        assert_eq!(handle.wait(), Ok(7));
+
+        // A value whose drop panics, delivered after its handle was dropped: the last owner
+        // (the worker's side) drops it under a catch.
+        let value_drops = Arc::new(AtomicUsize::new(0));
+        let for_task = value_drops.clone();
+        let (job, handle) = with_handle::<(), (), Dropped, _>(
+            Many(move |_: &mut (), _: &TaskContext| Ok(Dropped(for_task.clone(), true))),
+            false,
+            0,
+            None,
+        );
+        drop(handle);
+        assert_eq!(job.claim(), Claim::Held);
+        job.begin_attempt();
+        let caught = job.run(&mut (), &ctx()).expect("ran");
+        assert!(caught.is_empty());
+        assert!(!job.release().is_empty(), "the value's panic is returned");
+        assert_eq!(value_drops.load(Ordering::SeqCst), 1);
     }
 }

@@ -8,9 +8,10 @@
 //!
 //! # A task's path through the worker ([`WorkerLoop::handle`])
 //!
-//! 1. A fresh task gives its queue place back (bounded queues).
-//! 2. `claim`: a task cancelled through its handle is dropped unrun (its outcome is
-//!    `Cancelled`, even when `kill` has begun since).
+//! 1. `claim`: a task cancelled through its handle is let go unrun (its outcome is
+//!    `Cancelled`, even when `kill` has begun since; the cancel already dropped its closure
+//!    and gave its queue place back).
+//! 2. A fresh task gives its queue place back (bounded queues).
 //! 3. After `kill`, the task is resolved `Killed` unrun.
 //! 4. Run it against the resource, catching a panic.
 //! 5. `Ok`: delivered inside `run`. `Err(e)` with `check_health(&e)`: delivered as `Failed`.
@@ -373,13 +374,12 @@ impl<R, E> WorkerLoop<'_, R, E> {
             .observe(event, Some(&self.slot.metrics.tally));
     }
 
-    /// Reports an attempt's end, and a callback's panic while receiving its outcome.
+    /// Reports an attempt's end, and what user code panicked while its outcome was handed
+    /// over and the task let go.
     #[inline]
     fn ended(&self, end: TaskEnd, delivered: Delivered) {
         self.observe(Event::Ended(end));
-        if let Err(panic) = delivered {
-            self.shared.observer().caught(Site::Callback, Err(panic.0));
-        }
+        delivered.report(&self.shared.observer());
     }
 
     /// Resolves a task without running it (killed, or cancelled through its handle).
@@ -389,11 +389,8 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let attempt = job.attempts();
         let delivered = match outcome {
             TaskOutcome::Killed => job.fail(TaskError::Killed),
-            _ => {
-                // The handle already holds `Cancelled`; dropping the cell tells nobody else.
-                drop(job);
-                Ok(())
-            }
+            // The handle already holds `Cancelled` and dropped the closure.
+            _ => job.release(),
         };
         let now = self.shared.metrics.now().max(seen.queued_at);
         self.ended(seen.end(None, now, attempt, outcome), delivered);
@@ -402,17 +399,17 @@ impl<R, E> WorkerLoop<'_, R, E> {
     fn handle(&mut self, queued: Queued<R, E>) {
         let shared = self.shared;
         let Queued { job, ticket } = queued;
-        // Step 1.
-        if job.attempts() == 0
-            && let Some(cap) = &shared.capacity
-        {
-            cap.release();
-        }
-        // Step 2.
+        // Step 1 (a cancel gave the place back itself).
         if job.claim() == Claim::Cancelled {
             self.resolve_unrun(job, TaskOutcome::Cancelled);
             shared.finish(ticket);
             return;
+        }
+        // Step 2.
+        if job.attempts() == 0
+            && let Some(cap) = &shared.capacity
+        {
+            cap.release();
         }
         // Step 3.
         if shared.kill_begun() {
@@ -466,7 +463,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
                 // can start the next task. (Error outcomes are handed over below, after it:
                 // the next task then reads the clock afresh.)
                 self.last_clock = Some(finished_at);
-                (TaskOutcome::Completed, delivered)
+                (TaskOutcome::Completed, delivered.and(job.release()))
             }
             Ran::Broken(error)
                 if job.rerunnable() && attempt <= shared.max_retries && !shared.kill_begun() =>

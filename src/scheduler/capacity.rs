@@ -1,14 +1,17 @@
 //! The optional bound on queued tasks (`Builder::queue_capacity`).
 //!
-//! `queued` counts fresh submissions that are in a queue and not yet taken by a worker.
+//! `queued` counts fresh submissions that are in a queue, not yet claimed by a worker nor
+//! cancelled through their handle. Exactly one of the two gives the place back: the worker
+//! after its claim found `Held`, or the cancel that won (the claim and the cancel race on one
+//! compare-and-swap, see `task`).
 //! Retries do not count (a retry must never be refused). Callback and handle deliveries that
 //! find the bound reached are refused with `QueueFull`; blocking deliveries wait for room.
 //!
 //! # Waiting for room
 //!
 //! A waiter: (1) reads `epoch`, (2) `waiters += 1`, (3) tries to reserve again and checks for
-//! shutdown, (4) `futex_wait(epoch, e)`, (5) `waiters -= 1`, and loops. A worker that takes a
-//! task releases one place: `queued -= 1`, then, if `waiters > 0`, bumps `epoch` and wakes one.
+//! shutdown, (4) `futex_wait(epoch, e)`, (5) `waiters -= 1`, and loops. A releaser (a worker, a
+//! cancel) gives one place back: `queued -= 1`, then, if `waiters > 0`, bumps `epoch` and wakes one.
 //! All of these are SeqCst, so either the waiter's re-try at (3) sees the released place, or
 //! the releaser's load of `waiters` sees the waiter, whose `futex_wait` then returns because
 //! `epoch` moved. Shutdown bumps `epoch` and wakes all: waiters re-check and refuse.
