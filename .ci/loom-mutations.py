@@ -40,6 +40,16 @@ MUTATIONS = [
         ["completion_slot_complete_vs_wait_vs_cancel_vs_drop"],
     ),
     (
+        "task cell: a cancel drops the closure before it won the race with the claim",
+        "src/task.rs",
+        "    fn cancel(&self) -> bool {\n        if !self.port.cancel() {",
+        "    fn cancel(&self) -> bool {\n"
+        "        // SAFETY: none: this mutation breaks the protocol on purpose.\n"
+        "        drop(unsafe { self.with_body(Option::take) });\n"
+        "        if !self.port.cancel() {",
+        ["completion_slot_complete_vs_wait_vs_cancel_vs_drop"],
+    ),
+    (
         "lifecycle: the last task out does not see the manager drained",
         "src/lifecycle.rs",
         "if prev & CLOSED != 0 && prev < 2 * ONE {",

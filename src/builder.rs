@@ -95,8 +95,14 @@ impl<R: Send + 'static, E: Send + 'static> Default for Builder<R, E> {
 }
 
 impl<R, E> Builder<R, E> {
-    /// The most worker slots (`max_worker_count`) a manager may have: one OS thread each.
+    /// The most worker slots (`worker_count`, `max_worker_count`) a manager may have: one OS
+    /// thread each.
     pub const MAX_WORKERS: usize = 4096;
+    /// The most resources `resource_pool_size` may keep for `run_task` (all made at build).
+    pub const MAX_RESOURCE_POOL: usize = 4096;
+    /// The shortest `burst_interval`: a controller deciding more often would burn a core
+    /// reading the same one-second rates.
+    pub const MIN_BURST_INTERVAL: Duration = Duration::from_millis(1);
 }
 
 impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
@@ -154,14 +160,15 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
         self
     }
 
-    /// Base workers, each a pinned thread with its own resource. Must be > 0. Default: the
-    /// number of CPUs this process may use.
+    /// Base workers, each a pinned thread with its own resource. Must be > 0 and at most
+    /// [`MAX_WORKERS`](Self::MAX_WORKERS). Default: the number of CPUs this process may use.
     pub fn worker_count(mut self, n: usize) -> Self {
         self.worker_count = n;
         self
     }
 
-    /// Base plus burst workers. Must be >= `worker_count`. Default: `2 * worker_count`.
+    /// Base plus burst workers. Must be >= `worker_count` and at most
+    /// [`MAX_WORKERS`](Self::MAX_WORKERS). Default: `2 * worker_count`, capped at `MAX_WORKERS`.
     ///
     /// Every slot's thread is made at build; slots above `worker_count` start parked, hold no
     /// resource, and are activated and parked by the burst controller as the load asks.
@@ -171,7 +178,8 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
         self
     }
 
-    /// How often the burst controller decides. Must be non-zero. Default: 100 ms.
+    /// How often the burst controller decides. At least
+    /// [`MIN_BURST_INTERVAL`](Self::MIN_BURST_INTERVAL) (1 ms). Default: 100 ms.
     pub fn burst_interval(mut self, interval: Duration) -> Self {
         self.burst_interval = interval;
         self
@@ -198,7 +206,8 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
     }
 
     /// Resources kept for [`TaskManager::run_task`], made at build. 0 is allowed (every
-    /// `run_task` then makes a temporary one). Default: `worker_count`.
+    /// `run_task` then makes a temporary one); at most
+    /// [`MAX_RESOURCE_POOL`](Self::MAX_RESOURCE_POOL). Default: `worker_count`.
     pub fn resource_pool_size(mut self, n: usize) -> Self {
         self.resource_pool_size = Some(n);
         self
@@ -260,9 +269,18 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
         if self.worker_count == 0 {
             return Err(BuildError::ZeroWorkers);
         }
+        if self.worker_count > Self::MAX_WORKERS {
+            return Err(BuildError::TooLarge {
+                setting: "worker_count",
+                value: self.worker_count,
+                max: Self::MAX_WORKERS,
+            });
+        }
+        // The default never asks for more slots than the cap: `worker_count` alone is valid
+        // up to `MAX_WORKERS`.
         let max = self
             .max_worker_count
-            .unwrap_or(self.worker_count.saturating_mul(2));
+            .unwrap_or((self.worker_count * 2).min(Self::MAX_WORKERS));
         if max < self.worker_count {
             return Err(BuildError::MaxBelowBase {
                 worker_count: self.worker_count,
@@ -276,6 +294,20 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
         }
         if self.burst_interval.is_zero() {
             return Err(BuildError::ZeroBurstInterval);
+        }
+        if self.burst_interval < Self::MIN_BURST_INTERVAL {
+            return Err(BuildError::BurstIntervalTooShort {
+                burst_interval: self.burst_interval,
+            });
+        }
+        if let Some(n) = self.resource_pool_size
+            && n > Self::MAX_RESOURCE_POOL
+        {
+            return Err(BuildError::TooLarge {
+                setting: "resource_pool_size",
+                value: n,
+                max: Self::MAX_RESOURCE_POOL,
+            });
         }
         if self.metrics_window < Duration::from_nanos(window::BUCKETS as u64) {
             return Err(BuildError::ZeroMetricsWindow);
@@ -351,6 +383,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             logger: self.logger,
             live_workers: AtomicUsize::new(n),
             start_gate: Latch::new(),
+            exited: Latch::new(),
             backoff: (Mutex::new(()), Condvar::new()),
             base_workers: base,
             bursting: max_workers > base,

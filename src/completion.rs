@@ -199,6 +199,8 @@ pub(crate) trait AsSlot<T, E>: Send + Sync {
     /// `PENDING -> CANCELLED`, then lets go of what the task held (its closure, its queue
     /// place). True when the task had not started and now never will.
     fn cancel(&self) -> bool;
+    /// The manager the task was submitted to (`Shared::id`), 0 if none.
+    fn owner(&self) -> usize;
 }
 
 impl<T: Send, E: Send> AsSlot<T, E> for Slot<T, E> {
@@ -208,6 +210,10 @@ impl<T: Send, E: Send> AsSlot<T, E> for Slot<T, E> {
 
     fn cancel(&self) -> bool {
         Slot::cancel(self)
+    }
+
+    fn owner(&self) -> usize {
+        0
     }
 }
 
@@ -239,8 +245,33 @@ impl<T, E> TaskHandle<T, E> {
 
     /// Blocks until the task has an outcome.
     ///
-    /// Spins briefly, then parks the thread. Do not call this from inside a task of the same
-    /// manager when every worker could end up waiting: use a callback or `.await` there.
+    /// Spins briefly, then parks the thread.
+    ///
+    /// On a worker of the manager the task was submitted to (inside one of its tasks), a wait
+    /// for a task that has not started could wait for itself: every worker may be waiting on
+    /// a task only a worker can run. So there the task, if it has not started, is cancelled
+    /// and the wait answers [`TaskError::WouldDeadlock`] at once; a task already running
+    /// elsewhere (or finished) is waited for as usual. [`wait_timeout`](Self::wait_timeout)
+    /// does the same; `.await` and [`is_finished`](Self::is_finished) are unaffected. Inside
+    /// tasks, prefer a callback.
+    ///
+    /// ```
+    /// use tasker::{TaskError, TaskManager};
+    ///
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// assert_eq!(manager.queue_task_async(|_, _| Ok(2)).wait()?, 2);
+    ///
+    /// // Inside a task of the same (one-worker) manager, the inner task could never start.
+    /// let inner = manager.clone();
+    /// let answer = manager.queue_task(move |_, _| {
+    ///     Ok(inner.queue_task_async(|_, _| Ok(1)).wait())
+    /// })?;
+    /// assert!(matches!(answer, Err(TaskError::WouldDeadlock)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait(self) -> Result<T, TaskError<E>> {
         match self.wait_until(None) {
             Ok(outcome) => outcome,
@@ -256,6 +287,10 @@ impl<T, E> TaskHandle<T, E> {
     }
 
     fn wait_until(self, deadline: Option<Instant>) -> Result<Result<T, TaskError<E>>, Self> {
+        let owner = self.cell.owner();
+        if owner != 0 && crate::shared::current_manager() == owner && self.cell.cancel() {
+            return Ok(Err(TaskError::WouldDeadlock));
+        }
         let backoff = Backoff::with_max_pauses(WAIT_MAX_PAUSES);
         while !backoff.is_completed() {
             if let Some(outcome) = self.slot().try_take() {

@@ -101,6 +101,23 @@ pub enum BuildError<E> {
     },
     /// `burst_interval` was zero.
     ZeroBurstInterval,
+    /// `burst_interval` was below
+    /// [`Builder::MIN_BURST_INTERVAL`](crate::Builder::MIN_BURST_INTERVAL) (1 ms).
+    BurstIntervalTooShort {
+        /// The `burst_interval` asked for.
+        burst_interval: std::time::Duration,
+    },
+    /// A count was above its documented limit (`worker_count` above
+    /// [`Builder::MAX_WORKERS`](crate::Builder::MAX_WORKERS), `resource_pool_size` above
+    /// [`Builder::MAX_RESOURCE_POOL`](crate::Builder::MAX_RESOURCE_POOL)).
+    TooLarge {
+        /// The builder method whose value was too large.
+        setting: &'static str,
+        /// The value asked for.
+        value: usize,
+        /// The most it may be.
+        max: usize,
+    },
     /// `queue_capacity` was 0 (no task could ever be queued).
     ZeroQueueCapacity,
     /// `metrics_window` was shorter than 10 ns (one per bucket).
@@ -139,6 +156,16 @@ impl<E: fmt::Display> fmt::Display for BuildError<E> {
                 crate::Builder::<(), ()>::MAX_WORKERS
             ),
             BuildError::ZeroBurstInterval => f.write_str("burst_interval must be non-zero"),
+            BuildError::BurstIntervalTooShort { burst_interval } => write!(
+                f,
+                "burst_interval ({burst_interval:?}) is below the minimum of {:?}",
+                crate::Builder::<(), ()>::MIN_BURST_INTERVAL
+            ),
+            BuildError::TooLarge {
+                setting,
+                value,
+                max,
+            } => write!(f, "{setting} ({value}) is above its limit of {max}"),
             BuildError::ZeroQueueCapacity => f.write_str("queue_capacity must be greater than 0"),
             BuildError::ZeroMetricsWindow => f.write_str("metrics_window must be at least 10 ns"),
             BuildError::ZeroStackSize => f.write_str("stack_size must be greater than 0"),
@@ -164,14 +191,24 @@ impl<E: Error + 'static> Error for BuildError<E> {
     }
 }
 
-/// Why `stop` or `kill` refused.
+/// Why `stop`, `stop_timeout` or `kill` did not shut the manager down itself.
+///
+/// `AlreadyStopping` and `AlreadyKilled` are returned once the shutdown begun elsewhere has
+/// completed (see [`TaskManager::stop`](crate::TaskManager::stop)).
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShutdownError {
-    /// `stop` was called after `stop` or `kill` had already begun.
+    /// `stop` (or `stop_timeout`) was called after `stop` or `kill` had already begun.
     AlreadyStopping,
     /// `kill` was called after `kill` had already begun.
     AlreadyKilled,
+    /// [`stop_timeout`](crate::TaskManager::stop_timeout) reached its deadline, killed what
+    /// was left, and tasks were still running after the grace: they finish on their
+    /// workers, which then destroy their resources and exit on their own.
+    TimedOut {
+        /// Tasks still running when it gave up.
+        running: usize,
+    },
 }
 
 impl fmt::Display for ShutdownError {
@@ -179,6 +216,10 @@ impl fmt::Display for ShutdownError {
         match self {
             ShutdownError::AlreadyStopping => f.write_str("stop or kill has already begun"),
             ShutdownError::AlreadyKilled => f.write_str("kill has already begun"),
+            ShutdownError::TimedOut { running } => write!(
+                f,
+                "stop timed out with {running} task(s) still running; they finish on their own"
+            ),
         }
     }
 }

@@ -1736,14 +1736,33 @@ fn expected_invalid(input: &BuildInput) -> Option<Vec<String>> {
     if input.workers == 0 {
         kinds.push("ZeroWorkers".to_owned());
     }
-    let max = input.max_workers.unwrap_or(input.workers.saturating_mul(2));
+    if input.workers > tasker_max_workers() {
+        kinds.push(format!(
+            "TooLarge worker_count {} {}",
+            input.workers,
+            tasker_max_workers()
+        ));
+    }
+    let max = input
+        .max_workers
+        .unwrap_or(input.workers.saturating_mul(2).min(tasker_max_workers()));
     if max < input.workers {
         kinds.push(format!("MaxBelowBase {} {max}", input.workers));
     } else if max > tasker_max_workers() {
         kinds.push(format!("TooManyWorkers {max}"));
     }
-    if input.burst == Some(Duration::ZERO) {
-        kinds.push("ZeroBurstInterval".to_owned());
+    match input.burst {
+        Some(Duration::ZERO) => kinds.push("ZeroBurstInterval".to_owned()),
+        Some(d) if d < Duration::from_millis(1) => kinds.push("BurstIntervalTooShort".to_owned()),
+        _ => {}
+    }
+    if let Some(pool) = input.pool
+        && pool > Builder::<Res, Fail>::MAX_RESOURCE_POOL
+    {
+        kinds.push(format!(
+            "TooLarge resource_pool_size {pool} {}",
+            Builder::<Res, Fail>::MAX_RESOURCE_POOL
+        ));
     }
     if input
         .metrics_window
@@ -1775,6 +1794,12 @@ fn kind(e: &BuildError<Fail>) -> String {
             format!("TooManyWorkers {max_worker_count}")
         }
         BuildError::ZeroBurstInterval => "ZeroBurstInterval".to_owned(),
+        BuildError::BurstIntervalTooShort { .. } => "BurstIntervalTooShort".to_owned(),
+        BuildError::TooLarge {
+            setting,
+            value,
+            max,
+        } => format!("TooLarge {setting} {value} {max}"),
         BuildError::ZeroQueueCapacity => "ZeroQueueCapacity".to_owned(),
         BuildError::ZeroMetricsWindow => "ZeroMetricsWindow".to_owned(),
         BuildError::ZeroStackSize => "ZeroStackSize".to_owned(),

@@ -12,6 +12,8 @@
 //! wait releases the lock atomically), and one that checks after sees the flag: no wake-up is
 //! lost. Poisoning is ignored: the flag is a plain `bool`, never left half-written.
 
+use std::time::Instant;
+
 use crate::sync::{Condvar, Mutex};
 
 pub(crate) struct Latch {
@@ -40,6 +42,28 @@ impl Latch {
             open = self.opened.wait(open).unwrap_or_else(|e| e.into_inner());
         }
     }
+
+    /// Returns once the latch is open (`true`) or `deadline` passed (`false`); `None` waits
+    /// as long as it takes.
+    pub(crate) fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        let Some(deadline) = deadline else {
+            self.wait();
+            return true;
+        };
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        while !*open {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            open = self
+                .opened
+                .wait_timeout(open, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
 }
 
 #[cfg(test)]
@@ -63,5 +87,14 @@ mod tests {
         }
         // Open for good: a later wait returns at once.
         latch.wait();
+        assert!(latch.wait_until(Some(Instant::now())));
+    }
+
+    #[test]
+    fn a_timed_wait_on_a_shut_latch_gives_up_at_its_deadline() {
+        let latch = Latch::new();
+        let deadline = Instant::now() + std::time::Duration::from_millis(5);
+        assert!(!latch.wait_until(Some(deadline)));
+        assert!(Instant::now() >= deadline);
     }
 }

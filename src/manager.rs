@@ -2,13 +2,13 @@
 //! ([`TaskManager::submit`]), plus shutdown and snapshots.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use crate::attempt::{self, Ran};
 use crate::builder::Builder;
 use crate::clock::Stamp;
 use crate::completion::TaskHandle;
 use crate::error::{ShutdownError, TaskError};
-use crate::latch::Latch;
 use crate::lifecycle::{Admitted, Finished};
 use crate::metrics::collector::TaskOutcome;
 use crate::metrics::{TaskMetrics, TaskStats};
@@ -17,7 +17,7 @@ use crate::resource_pool::CreateError;
 use crate::scheduler::Queued;
 use crate::shared::Shared;
 use crate::sync::thread::JoinHandle;
-use crate::sync::{Arc, AtomicU32, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU32, Mutex, Ordering};
 use crate::task::{self, Body, JobRef, Many, Once, TaskContext};
 use crate::unwind;
 
@@ -86,10 +86,12 @@ struct Inner<R, E> {
     shared: Arc<Shared<R, E>>,
     /// `RUNNING`, `STOPPING` or `KILLING`: which of `stop`/`kill` was called.
     phase: AtomicU32,
-    /// Worker threads; taken by the first caller that joins them.
+    /// Worker threads (and the burst controller's); taken by the first caller that finds
+    /// every worker exited, and joined then.
     threads: Mutex<Option<Vec<JoinHandle<()>>>>,
-    /// Opened once the threads are joined and the pool emptied.
-    joined: Latch,
+    /// A `stop_timeout` gave up on tasks still running: dropping the last clone then does
+    /// not wait for them (their workers finish and exit on their own).
+    gave_up: AtomicBool,
 }
 
 impl<R, E> Drop for Inner<R, E> {
@@ -100,7 +102,11 @@ impl<R, E> Drop for Inner<R, E> {
             .is_ok()
         {
             self.begin_shutdown(false);
-            self.join();
+        }
+        // Also when the shutdown was begun elsewhere (from inside a task, say): the last
+        // clone returns only once the manager has shut down.
+        if !self.gave_up.load(Ordering::Acquire) {
+            self.join(None);
         }
     }
 }
@@ -120,33 +126,36 @@ impl<R, E> Inner<R, E> {
         shared.wake_all();
     }
 
-    /// Waits until every worker exited and every resource is destroyed. From inside a task of
-    /// this manager (a worker thread, or inside `run_task`) it returns at once: that task is
-    /// itself pending, so waiting for the drain would wait for itself. The workers then exit
-    /// on their own once drained, each destroying its resource, the last one emptying the
-    /// pool.
-    fn join(&self) {
+    /// Waits until every worker exited and every resource is destroyed (`true`), or until
+    /// `deadline` (`false`). From inside a task of this manager (a worker thread, or inside
+    /// `run_task`) it returns `true` at once: that task is itself pending, so waiting for the
+    /// drain would wait for itself. The workers then exit on their own once drained, each
+    /// destroying its resource, the last one emptying the pool.
+    ///
+    /// Any number of callers may wait at once (`stop` here, a drop there): each waits for the
+    /// last worker's exit (`Shared::exited`); the first to find it open joins the threads,
+    /// which have ended or are ending.
+    fn join(&self, deadline: Option<Instant>) -> bool {
         let shared = &self.shared;
         if shared.is_inside() {
-            return;
+            return true;
+        }
+        if !shared.exited.wait_until(deadline) {
+            return false;
         }
         let threads = self
             .threads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        match threads {
-            Some(threads) => {
-                for t in threads {
-                    // Workers abort rather than unwind (see `worker`), so join cannot fail.
-                    let _ = t.join();
-                }
-                shared.pool.drain(&shared.hooks, &shared.observer());
-                shared.publish_gauges();
-                self.joined.open();
+        if let Some(threads) = threads {
+            for t in threads {
+                // Workers abort rather than unwind (see `worker`), so join cannot fail.
+                let _ = t.join();
             }
-            None => self.joined.wait(),
+            shared.publish_gauges();
         }
+        true
     }
 }
 
@@ -163,7 +172,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
                 shared,
                 phase: AtomicU32::new(RUNNING),
                 threads: Mutex::new(Some(threads)),
-                joined: Latch::new(),
+                gave_up: AtomicBool::new(false),
             }),
         }
     }
@@ -233,6 +242,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
             priority,
             shared.metrics.now(),
             shared.capacity.clone(),
+            shared.id(),
         );
         self.submit(job, priority, true);
         handle.wait()
@@ -249,6 +259,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
             priority,
             shared.metrics.now(),
             shared.capacity.clone(),
+            shared.id(),
         );
         self.submit(job, priority, false);
         handle
@@ -280,6 +291,10 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
 
     /// Like [`queue_task`](Self::queue_task), on the priority queue: it starts before every
     /// normal task still queued.
+    ///
+    /// Priority is strict: workers take priority tasks first, so a steady flood of them
+    /// starves normal tasks for as long as it lasts (nothing ages a waiting task), and retries
+    /// go to the priority queue too. Keep priority for the latency-critical few.
     pub fn queue_task_with_priority<T, F>(&self, f: F) -> Result<T, TaskError<E>>
     where
         T: Send + 'static,
@@ -432,36 +447,146 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     // ----- shutdown -----
 
     /// Graceful shutdown: refuses new tasks, runs everything already queued (retries
-    /// included), joins the workers and destroys every resource. A second call (or a call
-    /// after `kill`) returns [`ShutdownError::AlreadyStopping`].
+    /// included), joins the workers and destroys every resource, then returns.
+    ///
+    /// A second call (or a call after `kill`) returns [`ShutdownError::AlreadyStopping`], once
+    /// the shutdown under way has completed: whoever calls `stop`, `kill` or drops the last
+    /// clone outside the manager's workers returns only when the manager has shut down, even
+    /// when the shutdown was begun elsewhere (from inside a task, say).
     ///
     /// Called from inside a task of this manager (or inside its `run_task`), it begins the
     /// shutdown and returns without waiting: that task is itself part of what is drained.
     ///
-    /// `stop` waits for every queued task: if `on_create` keeps failing, workers cannot make
-    /// the resources to run them and `stop` waits with them. `kill` (from another thread)
-    /// resolves them instead.
+    /// `stop` waits for every queued task and every running one: if a task never returns, or
+    /// `on_create` keeps failing so no worker can run what is queued, `stop` waits with them.
+    /// [`stop_timeout`](Self::stop_timeout) bounds the wait; `kill` (from another thread)
+    /// resolves what is queued.
+    ///
+    /// ```
+    /// use tasker::{ShutdownError, TaskManager};
+    ///
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<u32, std::io::Error>(0))
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// manager.queue_task_with_callback(|n, _| Ok(*n), |_| {});
+    /// manager.stop()?; // the queued task ran first
+    /// assert_eq!(manager.stop(), Err(ShutdownError::AlreadyStopping));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stop(&self) -> Result<(), ShutdownError> {
-        self.inner
+        let begun = self.inner.phase.compare_exchange(
+            RUNNING,
+            STOPPING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if begun.is_ok() {
+            self.inner.begin_shutdown(false);
+        }
+        self.inner.join(None);
+        begun
+            .map(|_| ())
+            .map_err(|_| ShutdownError::AlreadyStopping)
+    }
+
+    /// Like [`stop`](Self::stop), but returns within `timeout` (plus a grace of
+    /// [`SHUTDOWN_GRACE`](Self::SHUTDOWN_GRACE)).
+    ///
+    /// At the deadline it kills what is left: queued tasks answer [`TaskError::Killed`]
+    /// (resolved on this thread if every worker is busy), running tasks see
+    /// [`TaskContext::is_cancelled`]. If a task is still running after the grace, it returns
+    /// [`ShutdownError::TimedOut`] with how many: those tasks finish on their workers (their
+    /// outcome is delivered), each worker then destroys its resource on its own thread and
+    /// exits; dropping the last clone afterwards does not wait for them.
+    ///
+    /// A second call returns [`ShutdownError::AlreadyStopping`] after waiting, at most
+    /// `timeout`, for the shutdown under way.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tasker::{ShutdownError, TaskManager};
+    ///
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// // A task that ignores cancellation for a while.
+    /// manager.queue_task_with_callback(
+    ///     |_, _| {
+    ///         std::thread::sleep(Duration::from_millis(300));
+    ///         Ok(())
+    ///     },
+    ///     |_| {},
+    /// );
+    /// std::thread::sleep(Duration::from_millis(20)); // let it start
+    /// let stopped = manager.stop_timeout(Duration::from_millis(10));
+    /// assert_eq!(stopped, Err(ShutdownError::TimedOut { running: 1 }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stop_timeout(&self, timeout: Duration) -> Result<(), ShutdownError> {
+        let inner = &*self.inner;
+        let shared = &*inner.shared;
+        // A timeout too long for `Instant` means "no deadline".
+        let deadline = Instant::now().checked_add(timeout);
+        if inner
             .phase
             .compare_exchange(RUNNING, STOPPING, Ordering::AcqRel, Ordering::Acquire)
-            .map_err(|_| ShutdownError::AlreadyStopping)?;
-        self.inner.begin_shutdown(false);
-        self.inner.join();
-        Ok(())
+            .is_err()
+        {
+            inner.join(deadline);
+            return Err(ShutdownError::AlreadyStopping);
+        }
+        inner.begin_shutdown(false);
+        if inner.join(deadline) {
+            return Ok(());
+        }
+        // The deadline passed: kill what is left.
+        if inner.phase.swap(KILLING, Ordering::AcqRel) != KILLING {
+            inner.begin_shutdown(true);
+        }
+        shared.kill_queued();
+        if inner.join(Instant::now().checked_add(Self::SHUTDOWN_GRACE)) {
+            return Ok(());
+        }
+        inner.gave_up.store(true, Ordering::Release);
+        Err(ShutdownError::TimedOut {
+            running: shared.lifecycle.pending(),
+        })
     }
+
+    /// How long [`stop_timeout`](Self::stop_timeout) waits after its deadline, once it killed
+    /// what was left, for workers between tasks (or whose task checks
+    /// [`TaskContext::is_cancelled`]) to exit.
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(10);
 
     /// Immediate shutdown: refuses new tasks, marks running tasks' contexts cancelled,
     /// resolves every queued task with [`TaskError::Killed`], joins the workers and destroys
-    /// every resource. Allowed while `stop` is under way (escalation); a second `kill` returns
-    /// [`ShutdownError::AlreadyKilled`].
+    /// every resource. Allowed while `stop` is under way (escalation). A second `kill`
+    /// returns [`ShutdownError::AlreadyKilled`], once the shutdown has completed.
+    ///
+    /// ```
+    /// use tasker::{ShutdownError, TaskManager};
+    ///
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// manager.kill()?;
+    /// assert_eq!(manager.kill(), Err(ShutdownError::AlreadyKilled));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn kill(&self) -> Result<(), ShutdownError> {
-        if self.inner.phase.swap(KILLING, Ordering::AcqRel) == KILLING {
-            return Err(ShutdownError::AlreadyKilled);
+        let first = self.inner.phase.swap(KILLING, Ordering::AcqRel) != KILLING;
+        if first {
+            self.inner.begin_shutdown(true);
         }
-        self.inner.begin_shutdown(true);
-        self.inner.join();
-        Ok(())
+        self.inner.join(None);
+        if first {
+            Ok(())
+        } else {
+            Err(ShutdownError::AlreadyKilled)
+        }
     }
 
     // ----- snapshots -----

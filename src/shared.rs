@@ -4,11 +4,14 @@ use std::cell::Cell;
 
 use crossbeam_utils::CachePadded;
 
+use crate::completion::Claim;
+use crate::error::TaskError;
 use crate::latch::Latch;
 use crate::lifecycle::{Admitted, Finished, Lifecycle};
 use crate::log::Logger;
+use crate::metrics::collector::TaskOutcome;
 use crate::metrics::{Metrics, TaskStats, WorkerMetrics};
-use crate::observe::Observer;
+use crate::observe::{Event, Observer, TaskEnd};
 use crate::resource_pool::{Hooks, ResourcePool};
 use crate::scheduler::capacity::Capacity;
 use crate::scheduler::sleep::Sleep;
@@ -53,6 +56,9 @@ pub(crate) struct Shared<R, E> {
     pub(crate) live_workers: AtomicUsize,
     /// Workers wait here after making their first resource until `build` decides.
     pub(crate) start_gate: Latch,
+    /// Opened by the last worker to exit, once it emptied the `run_task` pool: from then on
+    /// every resource made is destroyed.
+    pub(crate) exited: Latch,
     /// Workers whose `on_create` failed sleep here between attempts; shutdown notifies it.
     pub(crate) backoff: (Mutex<()>, Condvar),
 }
@@ -62,6 +68,11 @@ crate::sync::thread_local! {
     static CURRENT_MANAGER: Cell<usize> = const { Cell::new(0) };
     /// The manager whose `run_task` this thread is inside, 0 elsewhere.
     static IN_RUN_TASK: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The manager whose worker the calling thread is ([`Shared::id`]), 0 on other threads.
+pub(crate) fn current_manager() -> usize {
+    CURRENT_MANAGER.with(|c| c.get())
 }
 
 /// Marks the calling thread as inside a `run_task` of one manager until dropped.
@@ -135,7 +146,9 @@ impl<R, E> Shared<R, E> {
         self.backoff.1.notify_all();
     }
 
-    fn id(&self) -> usize {
+    /// This manager's identity (its address): what a worker thread records, and what a
+    /// handle task's cell remembers as its owner.
+    pub(crate) fn id(&self) -> usize {
         self as *const Self as usize
     }
 
@@ -177,7 +190,42 @@ impl<R, E> Shared<R, E> {
     pub(crate) fn worker_exited(&self) {
         if self.live_workers.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.pool.drain(&self.hooks, &self.observer());
+            self.exited.open();
         }
+    }
+
+    /// After `kill`: resolves every task still queued with `Killed` on the calling thread
+    /// (the workers may all be held by tasks that ignore cancellation). Each is taken from its
+    /// queue once, so this races the workers safely; returns how many it resolved.
+    pub(crate) fn kill_queued(&self) -> usize {
+        let mut resolved = 0;
+        while let Some(Queued { job, ticket }) = self.queues.steal_any() {
+            let (queued_at, priority, attempt) = (job.queued_at(), job.priority(), job.attempts());
+            let (outcome, delivered) = if job.claim() == Claim::Cancelled {
+                (TaskOutcome::Cancelled, job.release())
+            } else {
+                if attempt == 0
+                    && let Some(cap) = &self.capacity
+                {
+                    cap.release();
+                }
+                (TaskOutcome::Killed, job.fail(TaskError::Killed))
+            };
+            let observer = self.observer();
+            let end = TaskEnd {
+                queued_at,
+                started_at: None,
+                finished_at: self.metrics.now().max(queued_at),
+                attempt,
+                priority,
+                outcome,
+            };
+            observer.observe(Event::Ended(end), None);
+            delivered.report(&observer);
+            self.finish(ticket);
+            resolved += 1;
+        }
+        resolved
     }
 
     /// Refreshes the `metrics` facade's gauges (a no-op without the feature).

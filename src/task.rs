@@ -237,6 +237,9 @@ struct TaskCell<B, P, T, E> {
     /// The bounded queue's room, for a handle task of a bounded manager: a successful cancel
     /// gives the task's place back (the worker then will not).
     room: Option<Arc<Capacity>>,
+    /// The manager it was submitted to (`Shared::id`; 0 for callback tasks), so a handle
+    /// waited on by one of that manager's workers can tell.
+    owner: usize,
     port: P,
     priority: bool,
     queued_at: Stamp,
@@ -256,11 +259,13 @@ impl<B, P, T, E> TaskCell<B, P, T, E> {
         priority: bool,
         queued_at: Stamp,
         room: Option<Arc<Capacity>>,
+        owner: usize,
     ) -> Self {
         TaskCell {
             body: UnsafeCell::new(Some(body)),
             attempts: UnsafeCell::new(0),
             room,
+            owner,
             port,
             priority,
             queued_at,
@@ -381,6 +386,10 @@ where
         &self.port
     }
 
+    fn owner(&self) -> usize {
+        self.owner
+    }
+
     fn cancel(&self) -> bool {
         if !self.port.cancel() {
             return false;
@@ -419,6 +428,7 @@ where
         priority,
         queued_at,
         None,
+        0,
     ));
     JobRef(ManuallyDrop::new(Holder::Owned(cell)))
 }
@@ -426,19 +436,27 @@ where
 /// A handle (or blocking) task: one `Arc`, shared by the queue's `JobRef` and the handle.
 ///
 /// `room`: the manager's bounded queue, if it has one (a successful cancel gives the task's
-/// place back).
+/// place back); `owner`: the manager's `Shared::id`.
 pub(crate) fn with_handle<R, E, T, B>(
     body: B,
     priority: bool,
     queued_at: Stamp,
     room: Option<Arc<Capacity>>,
+    owner: usize,
 ) -> (JobRef<R, E>, crate::TaskHandle<T, E>)
 where
     B: Body<R, E, T>,
     T: Send + 'static,
     E: Send + 'static,
 {
-    let cell = Arc::new(TaskCell::new(body, Slot::new(), priority, queued_at, room));
+    let cell = Arc::new(TaskCell::new(
+        body,
+        Slot::new(),
+        priority,
+        queued_at,
+        room,
+        owner,
+    ));
     let handle = crate::TaskHandle::new(coerce_arc!(cell.clone(), dyn AsSlot<T, E>));
     (
         JobRef(ManuallyDrop::new(Holder::Shared(coerce_arc!(
@@ -470,6 +488,7 @@ mod tests {
             false,
             0,
             None,
+            0,
         );
         assert_eq!(job.claim(), Claim::Held);
         assert_eq!(job.begin_attempt(), 1);
@@ -481,13 +500,23 @@ mod tests {
 
     #[test]
     fn a_dropped_job_answers_killed_and_a_cancelled_one_stays_cancelled() {
-        let (job, handle) =
-            with_handle::<(), (), u8, _>(Many(|_: &mut (), _: &TaskContext| Ok(1)), true, 0, None);
+        let (job, handle) = with_handle::<(), (), u8, _>(
+            Many(|_: &mut (), _: &TaskContext| Ok(1)),
+            true,
+            0,
+            None,
+            0,
+        );
         drop(job);
         assert_eq!(handle.wait(), Err(TaskError::Killed));
 
-        let (job, handle) =
-            with_handle::<(), (), u8, _>(Many(|_: &mut (), _: &TaskContext| Ok(1)), true, 0, None);
+        let (job, handle) = with_handle::<(), (), u8, _>(
+            Many(|_: &mut (), _: &TaskContext| Ok(1)),
+            true,
+            0,
+            None,
+            0,
+        );
         assert!(handle.cancel());
         assert_eq!(job.claim(), Claim::Cancelled);
         drop(job);
@@ -526,6 +555,7 @@ mod tests {
                 false,
                 0,
                 None,
+                0,
             );
             let worker = thread::spawn(move || {
                 let _ = job.claim();
@@ -563,6 +593,7 @@ mod tests {
             false,
             0,
             Some(room.clone()),
+            0,
         );
         assert!(handle.cancel());
         assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped by the cancel");
@@ -587,6 +618,7 @@ mod tests {
             false,
             0,
             None,
+            0,
         );
         assert_eq!(job.claim(), Claim::Held);
         job.begin_attempt();
@@ -604,6 +636,7 @@ mod tests {
             false,
             0,
             None,
+            0,
         );
         drop(handle);
         assert_eq!(job.claim(), Claim::Held);

@@ -286,3 +286,69 @@ fn a_thread_name_prefix_with_a_nul_byte_is_refused() {
     assert!(matches!(err, BuildError::InvalidThreadName), "{err:?}");
     assert_eq!(counts.created(), counts.destroyed());
 }
+
+#[test]
+fn counts_above_their_limits_are_refused_naming_the_setting() {
+    let counts = Counts::new();
+    let max = tasker::Builder::<Conn, DbError>::MAX_WORKERS;
+    let r = builder(&counts).worker_count(max + 1).build();
+    assert!(
+        matches!(r, Err(BuildError::TooLarge { setting: "worker_count", value, .. }) if value == max + 1),
+        "{r:?}"
+    );
+    // Before this limit, `build` called on_create for each of the pool's resources until
+    // memory ran out.
+    let r = builder(&counts)
+        .worker_count(1)
+        .resource_pool_size(usize::MAX)
+        .build();
+    assert!(
+        matches!(
+            r,
+            Err(BuildError::TooLarge {
+                setting: "resource_pool_size",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(counts.created(), 0, "validation comes before any on_create");
+}
+
+#[test]
+fn worker_count_alone_is_valid_up_to_the_limit() {
+    // The default `max_worker_count` (twice `worker_count`) is capped at the limit instead of
+    // failing with a setting the user never set. A failing pool resource ends the build
+    // before any thread is made.
+    let max = tasker::Builder::<Conn, DbError>::MAX_WORKERS;
+    let r = TaskManager::<Conn, DbError>::builder()
+        .on_create(|| Err(DbError::Connect))
+        .worker_count(max)
+        .resource_pool_size(1)
+        .pin_workers(false)
+        .build();
+    assert!(
+        matches!(r, Err(BuildError::ResourceCreation(DbError::Connect))),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_burst_interval_below_a_millisecond_is_refused() {
+    let counts = Counts::new();
+    let r = builder(&counts)
+        .worker_count(1)
+        .burst_interval(Duration::from_nanos(1))
+        .build();
+    assert!(
+        matches!(r, Err(BuildError::BurstIntervalTooShort { burst_interval }) if burst_interval == Duration::from_nanos(1)),
+        "{r:?}"
+    );
+    let m = builder(&counts)
+        .worker_count(1)
+        .burst_interval(Duration::from_millis(1))
+        .build()
+        .expect("1 ms is the floor");
+    m.stop().unwrap();
+    assert_eq!(counts.created(), counts.destroyed());
+}

@@ -764,11 +764,15 @@ fn stop_from_inside_a_task_does_not_hang() {
         );
     }
     gate.assert_passed();
+    // The outer stop is refused, but only once the shutdown begun inside has completed: it
+    // returns with every worker thread ended and every resource destroyed.
     let m2 = m.clone();
     assert_eq!(
         within("outer stop", move || m2.stop()),
         Err(ShutdownError::AlreadyStopping)
     );
+    assert_eq!(exited.load(SeqCst), WORKERS, "every worker thread ended");
+    counts.assert_balanced();
     // New work is refused.
     assert!(matches!(
         bounded(&m, "queue_task", |m| m
@@ -776,15 +780,109 @@ fn stop_from_inside_a_task_does_not_hang() {
         Err(TaskError::ShuttingDown)
     ));
     drop(m);
+}
 
-    // Nobody joins the workers (a worker cannot join itself, and the outer stop was refused):
-    // they must still end on their own and release every resource.
-    eventually("every worker thread ended", || {
-        exited.load(SeqCst) == WORKERS
+/// The shutdown begun from inside a task, then the last clone dropped outside: the drop
+/// returns only once every resource is destroyed (and `kill` likewise waits).
+#[test]
+fn the_last_drop_and_a_second_kill_wait_for_a_shutdown_begun_elsewhere() {
+    for end in ["drop", "kill"] {
+        let counts = Arc::new(Counts::default());
+        let m = build(2, &counts, "elsewhere");
+        // The task's clone is taken out and dropped inside the task, so the outer `m` is the
+        // last clone.
+        let inner = Arc::new(Mutex::new(Some(m.clone())));
+        let started = Arc::new(AtomicUsize::new(0));
+        let s = started.clone();
+        // The shutdown begins inside a task that then keeps its worker busy for a while, so
+        // the resources cannot all be destroyed by the time the outer call is made.
+        m.queue_task_with_callback(
+            move |_: &mut Res, _: &TaskContext| {
+                let Some(mine) = inner.lock().unwrap().take() else {
+                    return Ok(false);
+                };
+                let r = if end == "kill" {
+                    mine.kill()
+                } else {
+                    mine.stop()
+                };
+                drop(mine);
+                s.fetch_add(1, SeqCst);
+                thread::sleep(Duration::from_millis(100));
+                Ok(r.is_ok())
+            },
+            |_| {},
+        );
+        eventually("the task began the shutdown", || started.load(SeqCst) == 1);
+        if end == "kill" {
+            let m2 = m.clone();
+            assert_eq!(
+                within("second kill", move || m2.kill()),
+                Err(ShutdownError::AlreadyKilled)
+            );
+            counts.assert_balanced();
+            drop(m);
+        } else {
+            within("last drop", move || drop(m));
+            counts.assert_balanced();
+        }
+    }
+}
+
+/// `stop_timeout`: a task that ignores cancellation keeps running past the deadline; queued
+/// tasks are answered `Killed`; the call returns `TimedOut { running: 1 }` within the timeout
+/// plus the grace, and the running task's outcome and its resource's destruction still come.
+#[test]
+fn stop_timeout_gives_up_on_a_task_that_ignores_cancellation() {
+    let counts = Arc::new(Counts::default());
+    let m = build(1, &counts, "stoptimeout");
+    let gate = Gate::block(&m, 1);
+    let queued: Vec<_> = (0..5u64)
+        .map(|i| m.queue_task_async(move |_: &mut Res, _: &TaskContext| Ok(i)))
+        .collect();
+    let m2 = m.clone();
+    let started = Instant::now();
+    let stopped = within("stop_timeout", move || {
+        m2.stop_timeout(Duration::from_millis(50))
     });
+    let took = started.elapsed();
+    assert_eq!(stopped, Err(ShutdownError::TimedOut { running: 1 }));
+    assert!(
+        took >= Duration::from_millis(50),
+        "returned before its deadline: {took:?}"
+    );
+    for h in queued {
+        assert_eq!(wait(h), Err(TaskError::Killed));
+    }
+    // The task still running finishes, and its worker destroys its resource and exits.
+    gate.open();
+    gate.assert_passed();
     eventually("created == destroyed", || {
         counts.created() == counts.destroyed()
     });
+    // A later stop waits for nothing more and says the shutdown was begun already.
+    assert_eq!(
+        bounded(&m, "stop", |m| m.stop()),
+        Err(ShutdownError::AlreadyStopping)
+    );
+    counts.assert_balanced();
+}
+
+/// `stop_timeout` with time to spare is a `stop`: everything queued runs.
+#[test]
+fn stop_timeout_in_time_is_a_stop() {
+    let counts = Arc::new(Counts::default());
+    let m = build(2, &counts, "stopintime");
+    let queued: Vec<_> = (0..50u64)
+        .map(|i| m.queue_task_async(move |_: &mut Res, _: &TaskContext| Ok(i)))
+        .collect();
+    assert_eq!(
+        bounded(&m, "stop_timeout", |m| m.stop_timeout(HANG)),
+        Ok(())
+    );
+    for (i, h) in queued.into_iter().enumerate() {
+        assert_eq!(wait(h), Ok(i as u64));
+    }
     counts.assert_balanced();
 }
 

@@ -113,6 +113,7 @@ fn completion_case(producer: Producer, consumer: Consumer) {
             false,
             0,
             None,
+            0,
         )
     };
     let worker = thread::spawn(move || match job.claim() {

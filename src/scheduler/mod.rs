@@ -92,6 +92,29 @@ impl<R, E> Queues<R, E> {
     }
 
     /// Any task visible anywhere (used to pass a wake-up on).
+    /// Takes one queued task from anywhere (injectors, then every worker's deque), for a
+    /// thread that is not a worker (`stop_timeout` resolving what is left after `kill`).
+    pub(crate) fn steal_any(&self) -> Option<Queued<R, E>> {
+        loop {
+            let mut retry = false;
+            let injectors = [&self.priority, &self.normal];
+            for steal in injectors
+                .into_iter()
+                .map(|q| q.steal())
+                .chain(self.stealers.iter().map(|s| s.steal()))
+            {
+                match steal {
+                    Steal::Success(job) => return Some(job),
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+            }
+            if !retry {
+                return None;
+            }
+        }
+    }
+
     pub(crate) fn has_work(&self) -> bool {
         !self.priority.is_empty()
             || !self.normal.is_empty()
