@@ -237,8 +237,10 @@ impl<T, E> TaskHandle<T, E> {
     /// is running, or already has an outcome.
     ///
     /// A successful cancel lets go of the task at once: its closure is dropped here, on this
-    /// thread (a panic in that `Drop` reaches this caller, after the cancel took effect), and
-    /// its place in a bounded queue is free for the next submission.
+    /// thread, and its place in a bounded queue is free for the next submission. A panic in
+    /// that `Drop` is caught (the cancel stands) and reported through the `tracing` facade
+    /// (target `tasker`): a handle does not reach its manager's [`Logger`](crate::Logger) or
+    /// counters.
     pub fn cancel(&self) -> bool {
         self.cell.cancel()
     }

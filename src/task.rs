@@ -401,10 +401,16 @@ where
         // `Cancelled` and it never touches `body` (`run` comes after a `Held` claim, `fail`
         // checks the claim first). This handle is the only one (`TaskHandle` is not `Clone`).
         let body = unsafe { self.with_body(Option::take) };
-        // The closure is the caller's own: its `Drop` runs here, on the caller's thread, and
-        // a panic in it reaches the caller (after the cancel took effect), as when dropping
-        // any value.
-        drop(body);
+        // The closure's `Drop` runs here, on the caller's thread, under a catch: the cancel
+        // has taken effect and stands. A handle cannot reach its manager's logger or counters
+        // (it would cost every task a shared reference count), so the panic is reported
+        // through the `tracing` facade, target `tasker`.
+        if let Err(message) = unwind::drop_quietly(body) {
+            tracing::error!(
+                target: "tasker",
+                "a cancelled task's closure panicked in Drop (caught): {message}"
+            );
+        }
         true
     }
 }

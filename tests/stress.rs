@@ -12,6 +12,11 @@
 //! - once `stop`/`kill` returned: every handle is resolved and `on_create` count ==
 //!   `on_destroy` count.
 //!
+//! User code panics throughout: a logger and a collector that panic now and then, and task
+//! closures whose captured value panics in `Drop` (re-runnable tasks only: an at-most-once
+//! closure's captures drop inside its one call, where a panic is the task's own). None of it
+//! may change an outcome, lose a task or leak a resource.
+//!
 //! Violations seen on worker threads (where a panic would just be caught by the manager) are
 //! collected and asserted at the end of the round.
 
@@ -24,7 +29,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::Rng;
-use tasker::{TaskContext, TaskError, TaskHandle, TaskManager};
+use tasker::{
+    Logger, MetricsCollector, TaskContext, TaskError, TaskHandle, TaskLifecycle, TaskManager,
+    WorkerEvent,
+};
 
 const SUBMITTERS: usize = 4;
 const PER_SUBMITTER: usize = 1_500;
@@ -298,13 +306,83 @@ thread_local! {
     static IN_SUBMIT: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
+/// A task closure's capture that panics in `Drop` when armed.
+struct LoudDrop(bool);
+
+impl Drop for LoudDrop {
+    fn drop(&mut self) {
+        if self.0 && !thread::panicking() {
+            panic!("{PANIC_PREFIX} a closure's drop");
+        }
+    }
+}
+
+/// A logger that panics on every seventh line.
+#[derive(Default)]
+struct PanickyLogger(AtomicUsize);
+
+impl PanickyLogger {
+    fn line(&self) {
+        if self.0.fetch_add(1, SeqCst) % 7 == 6 {
+            panic!("{PANIC_PREFIX} logger");
+        }
+    }
+}
+
+impl Logger for PanickyLogger {
+    fn debug(&self, _: &str) {
+        self.line();
+    }
+    fn info(&self, _: &str) {
+        self.line();
+    }
+    fn warn(&self, _: &str) {
+        self.line();
+    }
+    fn error(&self, _: &str) {
+        self.line();
+    }
+}
+
+/// A collector that panics on every fifth call.
+#[derive(Default)]
+struct PanickyCollector(AtomicUsize);
+
+impl PanickyCollector {
+    fn call(&self) {
+        if self.0.fetch_add(1, SeqCst) % 5 == 4 {
+            panic!("{PANIC_PREFIX} collector");
+        }
+    }
+}
+
+impl MetricsCollector for PanickyCollector {
+    fn record_arrival(&self, _: bool) {
+        self.call();
+    }
+    fn record_completion(&self, _: &TaskLifecycle) {
+        self.call();
+    }
+    fn record_failure(&self, _: &TaskLifecycle) {
+        self.call();
+    }
+    fn record_retry(&self, _: &TaskLifecycle) {
+        self.call();
+    }
+    fn record_worker_event(&self, _: WorkerEvent) {
+        self.call();
+    }
+}
+
 /// The task body for submission `id`.
 fn body(
     st: Arc<State>,
     id: usize,
     spec: Spec,
 ) -> impl FnMut(&mut Res, &TaskContext) -> Result<usize, Fail> + Send + 'static {
+    let loud = LoudDrop(!spec.once && spec.delivery != Delivery::Run && id % 10 == 3);
     move |_: &mut Res, ctx: &TaskContext| {
+        let _capture = &loud;
         let run = st.runs[id].fetch_add(1, SeqCst) + 1;
         if ctx.attempt() != run {
             st.violation(format!("id {id}: attempt {} on run {run}", ctx.attempt()));
@@ -581,7 +659,9 @@ fn round(seed: u64, kind: Kind) {
         .max_retries(MAX_RETRIES)
         .resource_pool_size(rng.below(3) as usize)
         .pin_workers(false)
-        .thread_name_prefix(WORKER_PREFIX);
+        .thread_name_prefix(WORKER_PREFIX)
+        .logger(PanickyLogger::default())
+        .metrics_collector(PanickyCollector::default());
     if bounded {
         builder = builder.queue_capacity(4 + rng.below(60) as usize);
     }
