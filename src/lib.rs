@@ -45,8 +45,6 @@ mod burst;
 mod clock;
 mod completion;
 mod error;
-#[doc(hidden)]
-pub mod fuzzing; // Fuzz target bodies: not part of the API (see the module's docs).
 mod lifecycle;
 mod log;
 mod manager;
