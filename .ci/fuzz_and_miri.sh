@@ -7,11 +7,11 @@
 #    libFuzzer). It runs on stable with `-s none` (no sanitizer); if the default toolchain
 #    cannot build it, nightly is tried. Skipped, and said so, when neither can.
 # 2. Miri: the completion-slot unit tests and the unit tests whose names match `task`
-#    (`cargo +nightly miri test --lib completion` and `... task`, run as one invocation), under
-#    the default Stacked Borrows. With MIRI_E2E=1 also the fuzz bodies' small end-to-end tests
-#    (`--lib fuzzing`: real workers, queues, task cells), under Tree Borrows and without the
-#    leak check, because crossbeam-epoch breaks Stacked Borrows and leaks its global collector
-#    on purpose (crossbeam-rs/crossbeam#545, #996). Skipped, and said so, when
+#    (`cargo +nightly miri test -p tasker --lib completion` and `... task`, run as one
+#    invocation), under the default Stacked Borrows. With MIRI_E2E=1 also the fuzz bodies' small
+#    end-to-end tests (`-p tasker-fuzz-bodies --lib`, in fuzz/bodies: real workers, queues, task
+#    cells), under Tree Borrows and without the leak check, because crossbeam-epoch breaks
+#    Stacked Borrows and leaks its global collector on purpose (crossbeam-rs/crossbeam#545, #996). Skipped, and said so, when
 #    `cargo +nightly miri --version` does not work.
 #
 # A crash in the fuzz smoke fails the script; the input is in fuzz/artifacts/<target>/ and
@@ -99,11 +99,11 @@ elif ! cargo +nightly miri --version >/dev/null 2>&1; then
 else
     # Miri builds under its own directory (CARGO_TARGET_DIR or target/, then miri/).
     step "miri setup" cargo +nightly miri setup
-    step "miri: completion, task" cargo +nightly miri test --lib -- completion task
+    step "miri: completion, task" cargo +nightly miri test -p tasker --lib -- completion task
     if [[ ${MIRI_E2E:-0} == 1 ]]; then
         step "miri: fuzzing end-to-end (Tree Borrows)" env \
             MIRIFLAGS="${MIRIFLAGS:-} -Zmiri-tree-borrows -Zmiri-ignore-leaks -Zmiri-permissive-provenance" \
-            cargo +nightly miri test --lib fuzzing
+            cargo +nightly miri test -p tasker-fuzz-bodies --lib
     else
         skip "Miri end-to-end (MIRI_E2E=1 runs it)"
     fi

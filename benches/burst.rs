@@ -28,8 +28,9 @@
 //! Workers are unpinned in both scenarios (four workers on two cores, on a machine other jobs
 //! share).
 //!
-//! Full run (about 30 s plus the build): `cargo bench --bench burst`
-//! Quick (CI smoke, well under a minute): `cargo bench --bench burst -- --quick --noplot`
+//! Full run (about 30 s plus the build): `cargo bench -p tasker-benches --bench burst`
+//! Quick (CI smoke, well under a minute):
+//!   `cargo bench -p tasker-benches --bench burst -- --quick --noplot`
 
 mod common;
 

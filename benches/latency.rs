@@ -26,8 +26,8 @@
 //! tasker runs with the builder's defaults (workers pinned one per CPU); the peers are not
 //! pinned.
 //!
-//! Full run (about 1.5 min): `cargo bench --bench latency`
-//! CI (quick): `cargo bench --bench latency -- --quick --noplot`
+//! Full run (about 1.5 min): `cargo bench -p tasker-benches --bench latency`
+//! CI (quick): `cargo bench -p tasker-benches --bench latency -- --quick --noplot`
 
 mod common;
 

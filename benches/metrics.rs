@@ -11,8 +11,9 @@
 //!   every event to a `NoopCollector`. Guards the cost of the collector hook on the task path
 //!   (goal: under 5 %).
 //!
-//! Full run: `cargo bench --bench metrics`
-//! CI (quick): `BENCH_TASKS=100000 cargo bench --bench metrics -- --quick --noplot`
+//! Full run: `cargo bench -p tasker-benches --bench metrics`
+//! CI (quick):
+//!   `BENCH_TASKS=100000 cargo bench -p tasker-benches --bench metrics -- --quick --noplot`
 
 mod common;
 

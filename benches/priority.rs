@@ -30,8 +30,9 @@
 //! - Criterion plans its iteration counts from the measured time only; the wall time is a few
 //!   times that, hence the short warm-up and measurement times below.
 //!
-//! Full run (about 10–20 s): `cargo bench --bench priority`
-//! CI (quick): `BENCH_BACKLOG=5000 cargo bench --bench priority -- --quick --noplot`
+//! Full run (about 10–20 s): `cargo bench -p tasker-benches --bench priority`
+//! CI (quick):
+//!   `BENCH_BACKLOG=5000 cargo bench -p tasker-benches --bench priority -- --quick --noplot`
 
 mod common;
 

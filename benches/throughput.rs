@@ -26,8 +26,9 @@
 //! peers' threads are not pinned). With 4 submitters the 2 cores are oversubscribed on purpose:
 //! that is where a wake-per-submit protocol shows.
 //!
-//! Full run (about 3 min): `cargo bench --bench throughput`
-//! CI (quick): `BENCH_TASKS=100000 cargo bench --bench throughput -- --quick --noplot`
+//! Full run (about 3 min): `cargo bench -p tasker-benches --bench throughput`
+//! CI (quick):
+//!   `BENCH_TASKS=100000 cargo bench -p tasker-benches --bench throughput -- --quick --noplot`
 
 mod common;
 

@@ -133,7 +133,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         manager.queue_task_with_priority_async(|calc: &mut Calculator, _: &TaskContext| {
             calc.add(0.5, 0.25)
         });
-    let sum = futures::executor::block_on(handle)?;
+    let sum = pollster::block_on(handle)?;
     println!("   0.5 + 0.25 = {sum} (priority, awaited)");
 
     // 4. A plain error: the calculator is healthy, so the task is not retried.

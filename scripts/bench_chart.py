@@ -2,7 +2,7 @@
 """Turns criterion's results into the README's performance chart and table.
 
 Reads every `target/criterion/**/new/benchmark.json` (+ `estimates.json` next to it) left by
-`cargo bench --bench throughput` and `cargo bench --bench latency`, then writes:
+`cargo bench -p tasker-benches --bench throughput` and `... --bench latency`, then writes:
 
 - `docs/perf.svg`: one panel of horizontal bars per benchmark group (throughput groups in
   million tasks per second, latency groups in microseconds per round trip), tasker first;

@@ -65,9 +65,6 @@ mod burst;
 mod clock;
 mod completion;
 mod error;
-#[doc(hidden)]
-#[allow(missing_debug_implementations)]
-pub mod fuzzing; // Fuzz target bodies: not part of the API (see the module's docs).
 mod latch;
 mod lifecycle;
 mod log;

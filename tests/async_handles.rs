@@ -5,7 +5,6 @@ mod common;
 use std::time::Duration;
 
 use common::{Conn, Counts, DbError, Gate, TIMEOUT, builder, eventually};
-use futures::future::join_all;
 use tasker::{TaskContext, TaskError};
 
 #[test]
@@ -17,7 +16,7 @@ fn handles_can_be_awaited_with_block_on() {
         .build()
         .unwrap();
     let h = m.queue_task_async(|_: &mut Conn, _: &TaskContext| Ok(String::from("awaited")));
-    assert_eq!(futures::executor::block_on(h), Ok(String::from("awaited")));
+    assert_eq!(pollster::block_on(h), Ok(String::from("awaited")));
 
     // A task that finishes only after the executor parked on it: the waker must fire.
     let gate = Gate::new();
@@ -31,13 +30,13 @@ fn handles_can_be_awaited_with_block_on() {
         std::thread::sleep(Duration::from_millis(20));
         gate.open();
     });
-    assert_eq!(futures::executor::block_on(h), Ok(1));
+    assert_eq!(pollster::block_on(h), Ok(1));
     opener.join().unwrap();
 
     // Errors come through the future too.
     let h = m.queue_task_async(|_: &mut Conn, _: &TaskContext| Err::<(), _>(DbError::Plain));
     assert_eq!(
-        futures::executor::block_on(h),
+        pollster::block_on(h),
         Err(TaskError::Failed {
             error: DbError::Plain,
             attempts: 1
@@ -46,8 +45,18 @@ fn handles_can_be_awaited_with_block_on() {
     m.stop().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn handles_can_be_awaited_in_a_tokio_runtime() {
+/// A multi-thread tokio runtime, as `#[tokio::test(flavor = "multi_thread")]` makes (without
+/// tokio's macros, which would cost the README's commands a second `syn` build).
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("a tokio runtime")
+}
+
+#[test]
+fn handles_can_be_awaited_in_a_tokio_runtime() {
+    tokio_runtime().block_on(handles_awaited_in_tokio());
+}
+
+async fn handles_awaited_in_tokio() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(2)
@@ -75,8 +84,12 @@ async fn handles_can_be_awaited_in_a_tokio_runtime() {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn many_handles_can_be_joined_in_a_tokio_runtime() {
+#[test]
+fn many_handles_can_be_joined_in_a_tokio_runtime() {
+    tokio_runtime().block_on(many_handles_joined_in_tokio());
+}
+
+async fn many_handles_joined_in_tokio() {
     let counts = Counts::new();
     let m = builder(&counts)
         .worker_count(2)
@@ -93,8 +106,12 @@ async fn many_handles_can_be_joined_in_a_tokio_runtime() {
             })
         })
         .collect();
-    let results = join_all(handles).await;
-    let values: Vec<u64> = results.into_iter().map(Result::unwrap).collect();
+    // Each handle awaited by its own tokio task, all at once across the runtime's threads.
+    let joins: Vec<_> = handles.into_iter().map(tokio::spawn).collect();
+    let mut values = Vec::new();
+    for join in joins {
+        values.push(join.await.expect("tokio task panicked").unwrap());
+    }
     assert_eq!(values, (0..200u64).map(|i| i * i).collect::<Vec<_>>());
 
     let m2 = m.clone();

@@ -351,7 +351,7 @@ fn assert_every_mode_refused(m: &Manager) {
         if i % 2 == 0 {
             refused(wait(h));
         } else {
-            refused(futures::executor::block_on(h));
+            refused(pollster::block_on(h));
         }
     }
 

@@ -533,7 +533,7 @@ fn submitter(m: Manager, st: Arc<State>, index: usize, seed: u64) {
             ));
         }
         let r = if k % 2 == 0 && d.handle.is_finished() {
-            futures::executor::block_on(d.handle)
+            pollster::block_on(d.handle)
         } else {
             match d.handle.wait_timeout(HANG) {
                 Ok(r) => r,

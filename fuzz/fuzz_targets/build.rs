@@ -1,14 +1,14 @@
-//! `cargo fuzz run builder`: any builder input, valid or not (see `tasker::fuzzing::build`).
+//! `cargo fuzz run builder`: any builder input, valid or not (see `tasker_fuzz_bodies::build`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     // Inputs that hit a known, not yet fixed bug are skipped unless asked for.
-    if tasker::fuzzing::known_bug("build", data).is_some()
+    if tasker_fuzz_bodies::known_bug("build", data).is_some()
         && std::env::var_os("TASKER_FUZZ_KNOWN_BUGS").is_none()
     {
         return;
     }
-    tasker::fuzzing::build(data);
+    tasker_fuzz_bodies::build(data);
 });

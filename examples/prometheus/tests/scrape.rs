@@ -1,24 +1,22 @@
-//! The `metrics` feature: after a known workload, a scrape of the Prometheus exporter over
-//! loopback shows tasker's series with the right values.
-//! Run with `cargo test --features metrics --test prometheus`.
-
-#[path = "../examples/prometheus/server.rs"]
-#[allow(dead_code)]
-mod server;
+//! The `metrics` feature: after a known workload, a scrape of the Prometheus exporter's own
+//! HTTP listener over loopback shows tasker's series with the right values.
+//! Run with `cargo test -p tasker-prometheus-example`.
 
 use std::io;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tasker::{TaskContext, TaskError, TaskManager};
+use tasker_prometheus_example::{listen_addr, scrape, value};
 
 #[test]
 fn a_scrape_shows_the_counts_of_a_known_workload() {
-    let handle = PrometheusBuilder::new()
+    let addr = listen_addr("127.0.0.1:0").unwrap();
+    PrometheusBuilder::new()
         .set_buckets(&[1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0])
         .unwrap()
-        .install_recorder()
-        .expect("the only recorder in this test binary");
-    let addr = server::serve("127.0.0.1:0", handle).unwrap();
+        .with_http_listener(addr)
+        .install()
+        .expect("the only recorder in this test binary, on a free loopback port");
 
     let manager = TaskManager::builder()
         .on_create(|| Ok::<(), io::Error>(()))
@@ -53,9 +51,9 @@ fn a_scrape_shows_the_counts_of_a_known_workload() {
         .unwrap();
     manager.stop().unwrap();
 
-    let body = server::scrape(addr).unwrap();
+    let body = scrape(addr).unwrap();
     let v = |name: &str| {
-        server::value(&body, &format!("{name}{{pool=\"scrape\"}}"))
+        value(&body, &format!("{name}{{pool=\"scrape\"}}"))
             .unwrap_or_else(|| panic!("{name} missing from the scrape:\n{body}"))
     };
     assert_eq!(v("tasker_tasks_arrived_total"), 45.0);

@@ -1,17 +1,19 @@
-//! Runs the fuzz targets' bodies (`tasker::fuzzing`) as an ordinary test, on stable, without
+//! Runs the fuzz targets' bodies (`tasker_fuzz_bodies`) as an ordinary test, on stable, without
 //! cargo-fuzz: every checked-in seed under `fuzz/seeds/<target>/`, then a fixed set of
 //! pseudo-random inputs (xorshift, fixed seeds), so the oracle keeps running in `cargo test`.
 //!
 //! A failing input panics with the target's report (`tasker fuzz: ...`); the test names the
 //! seed file, or the generator seed, to replay it (`fuzz/README.md`).
 
+// The seeded generator the library's own tests use (one copy for the whole repository).
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
 use common::Rng;
-use tasker::fuzzing;
+use tasker_fuzz_bodies as fuzzing;
 
 /// Pseudo-random inputs per target and test. Each `ops` input builds a manager and runs up to
 /// 64 operations (about a millisecond in debug builds).
@@ -26,7 +28,7 @@ fn input(seed: u64, max_len: u64) -> Vec<u8> {
 
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/seeds")
+        .join("../seeds")
         .join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -68,7 +70,7 @@ fn replay_seeds(target: &str, f: fn(&[u8])) {
                 assert!(
                     failed,
                     "{what} no longer reproduces the known bug \"{bug}\": if it is fixed, \
-                     remove it from tasker::fuzzing::known_bug"
+                     remove it from tasker_fuzz_bodies::known_bug"
                 );
                 eprintln!("{what}: known bug still reproduces (expected): {bug}");
             }
