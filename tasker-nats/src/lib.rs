@@ -61,7 +61,7 @@ mod topology;
 pub use error::{Error, Reason, RemoteError};
 pub use handlers::Handlers;
 pub use metrics::BridgeStats;
-pub use node::{Node, NodeBuilder};
+pub use node::{Node, NodeBuilder, Settled, Settlement};
 pub use producer::{Job, Producer, Submitted};
 pub use topology::Topology;
 

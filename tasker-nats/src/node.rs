@@ -63,9 +63,49 @@ pub struct NodeBuilder<R, E> {
     fetch_wait: Duration,
     nak_delay: Duration,
     in_progress_every: Option<Duration>,
+    on_settled: Option<Arc<SettledFn>>,
+}
+
+type SettledFn = dyn Fn(&Settled) + Send + Sync + 'static;
+
+/// How a message was settled with the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Settlement {
+    /// Acknowledged, confirmed by the server: it will not be delivered again.
+    Acked,
+    /// Given back (nak): it will be delivered again, here or elsewhere.
+    Naked,
+    /// Terminated after its dead letter was stored, confirmed by the server.
+    Terminated,
+}
+
+/// One settled message, as passed to [`NodeBuilder::on_settled`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settled {
+    /// The message's sequence in the work stream.
+    pub sequence: u64,
+    /// Which delivery of it this was (1 for the first).
+    pub delivered: i64,
+    /// What was done.
+    pub settlement: Settlement,
+    /// The message's payload.
+    pub payload: Bytes,
 }
 
 impl<R: Send + 'static, E: Send + 'static> NodeBuilder<R, E> {
+    /// Called once for each message this node settles, after the server confirmed it (a nak
+    /// is not confirmed). For audit logs and tests; runs on the node's tokio tasks, so keep it
+    /// short.
+    pub fn on_settled<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Settled) + Send + Sync + 'static,
+    {
+        self.on_settled = Some(Arc::new(f));
+        self
+    }
+
     /// The cluster's names and consumer settings. Default: [`Topology::default`].
     pub fn topology(mut self, topology: Topology) -> Self {
         self.topology = topology;
@@ -193,6 +233,7 @@ impl<R: Send + 'static, E: Send + 'static> NodeBuilder<R, E> {
             nak_delay: self.nak_delay,
             in_progress_every,
             max_deliver,
+            on_settled: self.on_settled,
         });
         let mut loops = Vec::new();
         for (priority, consumer) in consumers {
@@ -266,6 +307,7 @@ impl<R: Send + 'static, E: Send + 'static> Node<R, E> {
             fetch_wait: Duration::from_millis(500),
             nak_delay: Duration::from_secs(1),
             in_progress_every: None,
+            on_settled: None,
         }
     }
 }
@@ -344,11 +386,32 @@ struct Shared<R, E> {
     nak_delay: Duration,
     in_progress_every: Duration,
     max_deliver: i64,
+    on_settled: Option<Arc<SettledFn>>,
 }
 
 impl<R, E> Shared<R, E> {
     fn bump(&self, event: Event) {
         self.counters.bump(&self.name, event);
+    }
+
+    /// Counts a settlement and tells the hook.
+    fn settled(&self, msg: &jetstream::Message, settlement: Settlement) {
+        self.bump(match settlement {
+            Settlement::Acked => Event::Acked,
+            Settlement::Naked => Event::Naked,
+            Settlement::Terminated => Event::Terminated,
+        });
+        if let Some(f) = &self.on_settled {
+            let (sequence, delivered) = msg
+                .info()
+                .map_or((0, 1), |i| (i.stream_sequence, i.delivered));
+            f(&Settled {
+                sequence,
+                delivered,
+                settlement,
+                payload: msg.payload.clone(),
+            });
+        }
     }
 
     fn killed(&self) -> bool {
@@ -422,7 +485,7 @@ async fn fetch_loop<R, E>(
                     None => {
                         // More than asked for: give it back at once.
                         let _ = msg.ack_with(AckKind::Nak(None)).await;
-                        sh.bump(Event::Naked);
+                        sh.settled(&msg, Settlement::Naked);
                     }
                 },
                 Err(e) => {
@@ -501,7 +564,7 @@ async fn handle<R, E>(
             // Maybe acknowledged, maybe not: either way it must not run here.
             return;
         }
-        sh.bump(Event::Acked);
+        sh.settled(&msg, Settlement::Acked);
         let handle = if priority {
             sh.manager.queue_task_with_priority_once_async(body)
         } else {
@@ -534,7 +597,7 @@ async fn handle<R, E>(
             // the requester has its answer either way.
             reply(&sh, &env, Ok(value)).await;
             if confirm(&sh, &msg, AckKind::Ack).await {
-                sh.bump(Event::Acked);
+                sh.settled(&msg, Settlement::Acked);
             }
         }
         Err(TaskError::Failed { error, .. }) if sh.is_healthy(&error) => {
@@ -610,7 +673,7 @@ async fn confirm<R, E>(sh: &Shared<R, E>, msg: &jetstream::Message, kind: AckKin
 
 async fn give_back_now<R, E>(sh: &Shared<R, E>, msg: &jetstream::Message) {
     if msg.ack_with(AckKind::Nak(None)).await.is_ok() {
-        sh.bump(Event::Naked);
+        sh.settled(msg, Settlement::Naked);
     } else {
         sh.bump(Event::AckFailure);
     }
@@ -631,7 +694,7 @@ async fn give_back_later<R, E>(
     }
     debug!(node = %sh.name, sequence = env.sequence, text, "given back to the cluster");
     if confirm(sh, msg, AckKind::Nak(Some(sh.nak_delay))).await {
-        sh.bump(Event::Naked);
+        sh.settled(msg, Settlement::Naked);
     }
 }
 
@@ -646,13 +709,13 @@ async fn settle_dead<R, E>(
 ) {
     if !publish_dead(sh, msg, env, reason, text).await {
         if confirm(sh, msg, AckKind::Nak(Some(sh.nak_delay))).await {
-            sh.bump(Event::Naked);
+            sh.settled(msg, Settlement::Naked);
         }
         return;
     }
     reply(sh, env, Err((reason, text.to_owned()))).await;
     if confirm(sh, msg, AckKind::Term).await {
-        sh.bump(Event::Terminated);
+        sh.settled(msg, Settlement::Terminated);
     }
 }
 
