@@ -15,7 +15,9 @@
 //!   task handle; a task that had not started is nak'ed at once (no delay).
 //! - `stop`/`kill` return once every permit is back: nothing is held any more.
 
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -233,7 +235,9 @@ impl<R: Send + 'static, E: Send + 'static> NodeBuilder<R, E> {
             nak_delay: self.nak_delay,
             in_progress_every,
             max_deliver,
+            ack_wait,
             on_settled: self.on_settled,
+            settled_here: Arc::default(),
         });
         let mut loops = Vec::new();
         for (priority, consumer) in consumers {
@@ -386,7 +390,39 @@ struct Shared<R, E> {
     nak_delay: Duration,
     in_progress_every: Duration,
     max_deliver: i64,
+    ack_wait: Duration,
     on_settled: Option<Arc<SettledFn>>,
+    settled_here: Arc<RecentlySettled>,
+}
+
+/// Stream sequences this node settled for good (ack or term confirmed), the most recent
+/// [`RecentlySettled::CAP`]. Written by message tasks after a confirmation, read by message
+/// tasks and by task bodies on the workers; one mutex, held for a hash look-up.
+#[derive(Default)]
+struct RecentlySettled {
+    inner: Mutex<(HashSet<u64>, VecDeque<u64>)>,
+}
+
+impl RecentlySettled {
+    const CAP: usize = 1 << 16;
+
+    fn insert(&self, sequence: u64) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (set, order) = &mut *g;
+        if set.insert(sequence) {
+            order.push_back(sequence);
+            if order.len() > Self::CAP
+                && let Some(old) = order.pop_front()
+            {
+                set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, sequence: u64) -> bool {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.contains(&sequence)
+    }
 }
 
 impl<R, E> Shared<R, E> {
@@ -557,8 +593,27 @@ async fn handle<R, E>(
         settle_dead(&sh, &msg, &env, Reason::UnknownHandler, &text).await;
         return;
     };
+    if !env.once && sh.settled_here.contains(sequence) {
+        // A stale redelivery of a message this node already settled (its confirmation came
+        // after the server had handed it out again): settle again, do not run.
+        let _ = msg.ack_with(AckKind::Ack).await;
+        debug!(node = %sh.name, sequence, "already settled here; not run again");
+        return;
+    }
     let payload = msg.payload.clone();
-    let body = move |r: &mut R, ctx: &tasker::TaskContext| handler(r, ctx, &payload);
+    let skipped = Arc::new(AtomicBool::new(false));
+    let body = {
+        let (settled, skipped) = (Arc::clone(&sh.settled_here), Arc::clone(&skipped));
+        move |r: &mut R, ctx: &tasker::TaskContext| {
+            // Checked on the worker, right before the body: a confirmation that arrived while
+            // this copy was queued stops it here.
+            if settled.contains(sequence) {
+                skipped.store(true, Ordering::Relaxed);
+                return Ok(Vec::new());
+            }
+            handler(r, ctx, &payload)
+        }
+    };
     if env.once {
         if !confirm(&sh, &msg, AckKind::Ack).await {
             // Maybe acknowledged, maybe not: either way it must not run here.
@@ -591,12 +646,19 @@ async fn handle<R, E>(
         sh.manager.queue_task_async(body)
     };
     let outcome = await_outcome(&sh, handle, Some(&msg)).await;
+    if skipped.load(Ordering::Relaxed) {
+        // Read after the outcome, which the manager hands over with release/acquire.
+        let _ = msg.ack_with(AckKind::Ack).await;
+        debug!(node = %sh.name, sequence, "already settled here; not run again");
+        return;
+    }
     match outcome {
         Ok(value) => {
             // Reply first: a node dying between the two redoes the task (at least once) and
             // the requester has its answer either way.
             reply(&sh, &env, Ok(value)).await;
             if confirm(&sh, &msg, AckKind::Ack).await {
+                sh.settled_here.insert(sequence);
                 sh.settled(&msg, Settlement::Acked);
             }
         }
@@ -652,14 +714,19 @@ async fn await_outcome<R, E, T>(
 }
 
 /// An acknowledgement the server confirms, tried a few times (the server may be restarting).
+///
+/// Retries stop after half the consumer's `ack_wait`: later, the server may already have
+/// handed the message to another node, and a late confirmation would settle a message that
+/// is being run again there.
 async fn confirm<R, E>(sh: &Shared<R, E>, msg: &jetstream::Message, kind: AckKind) -> bool {
-    let mut pause = Duration::from_millis(100);
+    let mut pause = Duration::from_millis(50);
+    let give_up = tokio::time::Instant::now() + sh.ack_wait / 2;
     for attempt in 1..=ACK_TRIES {
         match msg.double_ack_with(kind).await {
             Ok(()) => return true,
             Err(e) => {
                 debug!(node = %sh.name, attempt, error = %e, "acknowledgement not confirmed");
-                if attempt < ACK_TRIES {
+                if attempt < ACK_TRIES && tokio::time::Instant::now() + pause < give_up {
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                 }
@@ -715,6 +782,7 @@ async fn settle_dead<R, E>(
     }
     reply(sh, env, Err((reason, text.to_owned()))).await;
     if confirm(sh, msg, AckKind::Term).await {
+        sh.settled_here.insert(env.sequence);
         sh.settled(msg, Settlement::Terminated);
     }
 }

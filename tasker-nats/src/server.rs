@@ -96,7 +96,8 @@ impl LocalServer {
 
     fn launch(&mut self) -> io::Result<()> {
         let log = self.log_path();
-        let _ = std::fs::remove_file(&log);
+        // The server appends to its log: readiness is looked for after what is there now.
+        let from = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
         let child = Command::new(&self.binary)
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
@@ -122,8 +123,11 @@ impl LocalServer {
                     log.display()
                 )));
             }
-            let ready = std::fs::read_to_string(&log)
-                .map(|s| s.contains("Server is ready"))
+            let ready = std::fs::read(&log)
+                .map(|s| {
+                    s.get(from..)
+                        .is_some_and(|new| String::from_utf8_lossy(new).contains("Server is ready"))
+                })
                 .unwrap_or(false);
             if ready {
                 return Ok(());
@@ -200,6 +204,8 @@ impl LocalServer {
 impl Drop for LocalServer {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("TASKER_NATS_KEEP_SERVER_DIR").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

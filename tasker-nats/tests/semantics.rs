@@ -358,20 +358,22 @@ async fn kill_gives_back_unstarted_work_at_once() {
     })
     .await;
     let sa = a.kill().await;
-    // The running task finished and was acked; the queued ones were never run.
-    assert_eq!(sa.acked + sa.naked, 6, "{sa:?}");
-    assert!(sa.naked >= 4, "{sa:?}");
+    // The running task finished and was acked; the queued ones were never run, only given
+    // back (a copy given back can come straight back to the request still open here, and is
+    // given back again).
+    assert_eq!(sa.acked + sa.naked, sa.fetched, "{sa:?}");
+    assert!(sa.naked >= 4 && sa.acked >= 1, "{sa:?}");
     assert_eq!(count(&s.runs, "sleep") as u64, sa.acked);
     let m2 = manager(2, 0);
     let b = node(&s, &m2, |b| b.name("b")).await;
     wait_for(
         "the given-back jobs on another node",
         Duration::from_secs(20),
-        || b.stats().acked == sa.naked,
+        || sa.acked + b.stats().acked == 6,
     )
     .await;
     let sb = b.stop().await;
-    assert_eq!(sb.redelivered, sa.naked);
+    assert_eq!(sb.redelivered, 6 - sa.acked);
     assert_eq!(count(&s.runs, "sleep"), 6);
     assert_eq!(work_left(&s.js, &s.topology).await, (0, 0));
     m1.stop().unwrap();
