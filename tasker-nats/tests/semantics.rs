@@ -388,3 +388,54 @@ fn remote_error_displays_reason_and_message() {
     };
     assert_eq!(e.to_string(), "failed: x");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_delivery_lost_with_its_node_is_dead_lettered_from_the_advisory() {
+    use futures::StreamExt;
+    let ack_wait = Duration::from_millis(300);
+    let s = setup(Topology::new("t14").max_deliver(2).ack_wait(ack_wait)).await;
+    let producer = s.producer.clone();
+    let request =
+        tokio::spawn(async move { producer.request(Job::new("echo", "lost"), LONG).await });
+    // A "node" that takes both deliveries and dies holding them: never settles.
+    let consumer: jetstream::consumer::PullConsumer =
+        s.js.get_stream(s.topology.stream_name())
+            .await
+            .unwrap()
+            .get_consumer(&s.topology.consumer_name(false))
+            .await
+            .unwrap();
+    for delivery in 1..=2 {
+        let msg = loop {
+            let mut batch = consumer
+                .batch()
+                .max_messages(1)
+                .expires(Duration::from_secs(1))
+                .messages()
+                .await
+                .unwrap();
+            if let Some(m) = batch.next().await {
+                break m.unwrap();
+            }
+        };
+        assert_eq!(msg.info().unwrap().delivered, delivery);
+    }
+    // A live node hears the server's advisory when the last delivery times out.
+    let m = manager(1, 0);
+    let n = node(&s, &m, |b| b).await;
+    let err = request.await.unwrap().unwrap().unwrap_err();
+    assert_eq!(err.reason, Reason::MaxDeliver);
+    wait_for("the dead letter", LONG, || n.stats().dead_lettered == 1).await;
+    let stats = n.stop().await;
+    assert_eq!(stats.fetched, 0, "{stats:?}");
+    assert_eq!(count(&s.runs, "echo"), 0);
+    let dead = dead_letters(&s.js, &s.topology).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        header(&dead[0], HEADER_REASON).as_deref(),
+        Some("max-deliver")
+    );
+    assert_eq!(dead[0].payload.as_ref(), b"lost");
+    assert_eq!(work_left(&s.js, &s.topology).await, (0, 0));
+    m.stop().unwrap();
+}
