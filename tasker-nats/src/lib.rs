@@ -65,6 +65,11 @@ pub use node::{Node, NodeBuilder, Settled, Settlement};
 pub use producer::{Job, Producer, Submitted};
 pub use topology::Topology;
 
+/// The README's code blocks compile as doctests, so its example cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Header: `1` marks an at-most-once job.
 pub const HEADER_ONCE: &str = "Tasker-Once";
 /// Header: the subject a node publishes the job's reply to.
