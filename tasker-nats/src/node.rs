@@ -97,9 +97,9 @@ pub struct Settled {
 }
 
 impl<R: Send + 'static, E: Send + 'static> NodeBuilder<R, E> {
-    /// Called once for each message this node settles, after the server confirmed it (a nak
-    /// is not confirmed). For audit logs and tests; runs on the node's tokio tasks, so keep it
-    /// short.
+    /// Called for each settlement this node makes: an ack or a term once per message, after
+    /// the server confirmed it; a nak each time a delivery is given back. For audit logs and
+    /// tests; runs on the node's tokio tasks, so keep it short.
     pub fn on_settled<F>(mut self, f: F) -> Self
     where
         F: Fn(&Settled) + Send + Sync + 'static,
@@ -406,17 +406,20 @@ struct RecentlySettled {
 impl RecentlySettled {
     const CAP: usize = 1 << 16;
 
-    fn insert(&self, sequence: u64) {
+    /// Whether `sequence` was not there yet.
+    fn insert(&self, sequence: u64) -> bool {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (set, order) = &mut *g;
-        if set.insert(sequence) {
-            order.push_back(sequence);
-            if order.len() > Self::CAP
-                && let Some(old) = order.pop_front()
-            {
-                set.remove(&old);
-            }
+        if !set.insert(sequence) {
+            return false;
         }
+        order.push_back(sequence);
+        if order.len() > Self::CAP
+            && let Some(old) = order.pop_front()
+        {
+            set.remove(&old);
+        }
+        true
     }
 
     fn contains(&self, sequence: u64) -> bool {
@@ -657,8 +660,10 @@ async fn handle<R, E>(
             // Reply first: a node dying between the two redoes the task (at least once) and
             // the requester has its answer either way.
             reply(&sh, &env, Ok(value)).await;
-            if confirm(&sh, &msg, AckKind::Ack).await {
-                sh.settled_here.insert(sequence);
+            // Two deliveries of one message can both be acked here (the server lost the first
+            // ack in a crash and handed it out again before the retry got through): the
+            // settlement is told once.
+            if confirm(&sh, &msg, AckKind::Ack).await && sh.settled_here.insert(sequence) {
                 sh.settled(&msg, Settlement::Acked);
             }
         }
@@ -781,8 +786,7 @@ async fn settle_dead<R, E>(
         return;
     }
     reply(sh, env, Err((reason, text.to_owned()))).await;
-    if confirm(sh, msg, AckKind::Term).await {
-        sh.settled_here.insert(env.sequence);
+    if confirm(sh, msg, AckKind::Term).await && sh.settled_here.insert(env.sequence) {
         sh.settled(msg, Settlement::Terminated);
     }
 }
