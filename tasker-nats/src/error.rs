@@ -20,8 +20,6 @@ pub enum Error {
         /// The stream sequence of the message already stored.
         sequence: u64,
     },
-    /// The node has already been stopped or killed.
-    Stopped,
 }
 
 impl Error {
@@ -43,7 +41,6 @@ impl fmt::Display for Error {
                     "duplicate message id (already stored at sequence {sequence})"
                 )
             }
-            Error::Stopped => f.write_str("the node has been stopped"),
         }
     }
 }

@@ -46,6 +46,9 @@ const RUNNING: u8 = 0;
 const STOPPING: u8 = 1;
 const KILLED: u8 = 2;
 
+/// The most room a lane may have (messages held at once).
+const MAX_ROOM: usize = 1 << 20;
+
 /// How many times a confirmed acknowledgement is tried before it counts as failed.
 const ACK_TRIES: u32 = 6;
 
@@ -132,7 +135,7 @@ impl<R: Send + 'static, E: Send + 'static> NodeBuilder<R, E> {
     }
 
     /// The most normal-lane messages held at once (running or queued in the manager).
-    /// Default: twice the manager's base workers.
+    /// Default: twice the manager's base workers. At most 2^20 (else `InvalidConfig`).
     pub fn capacity(mut self, n: usize) -> Self {
         self.capacity = Some(n);
         self
@@ -184,6 +187,11 @@ impl<R: Send + 'static, E: Send + 'static> NodeBuilder<R, E> {
         if capacity == 0 || priority_capacity == 0 || self.batch == 0 {
             return Err(Error::InvalidConfig(
                 "capacity, priority_capacity and batch must be at least 1",
+            ));
+        }
+        if capacity > MAX_ROOM || priority_capacity > MAX_ROOM || self.batch > MAX_ROOM {
+            return Err(Error::InvalidConfig(
+                "capacity, priority_capacity and batch must be at most 1,048,576",
             ));
         }
         if self.fetch_wait < Duration::from_millis(10) {

@@ -439,3 +439,30 @@ async fn last_delivery_lost_with_its_node_is_dead_lettered_from_the_advisory() {
     assert_eq!(work_left(&s.js, &s.topology).await, (0, 0));
     m.stop().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_node_settings_are_refused_with_a_typed_error() {
+    let s = setup(Topology::new("t15")).await;
+    let m = manager(1, 0);
+    type B = tasker_nats::NodeBuilder<(), TestError>;
+    let bad: [fn(B) -> B; 4] = [
+        |b| b.capacity(0),
+        |b| b.batch(0),
+        |b| b.priority_capacity(usize::MAX),
+        |b| b.fetch_wait(Duration::ZERO),
+    ];
+    for configure in bad {
+        let b = Node::builder(s.client.clone(), m.clone(), handlers(&s.runs))
+            .topology(s.topology.clone());
+        assert!(matches!(
+            configure(b).start().await,
+            Err(Error::InvalidConfig(_))
+        ));
+    }
+    let bad_topology = Node::builder(s.client.clone(), m.clone(), handlers(&s.runs))
+        .topology(Topology::new("t15").max_deliver(0))
+        .start()
+        .await;
+    assert!(matches!(bad_topology, Err(Error::InvalidConfig(_))));
+    m.stop().unwrap();
+}
