@@ -282,7 +282,7 @@ async fn priority_lane_overtakes_queued_normal_work() {
     let s = setup(Topology::new("t10")).await;
     for i in 0..12 {
         s.producer
-            .submit(Job::new("sleep", format!("{}", 30 + i % 2)))
+            .submit(Job::new("sleep", format!("{}", 100 + i % 2)))
             .await
             .unwrap();
     }
