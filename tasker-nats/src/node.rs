@@ -1018,3 +1018,29 @@ async fn advisory_loop<R, E>(sh: Arc<Shared<R, E>>, mut phase: watch::Receiver<u
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_text_has_no_line_breaks_and_is_bounded() {
+        assert_eq!(header_text("a\r\nb"), "a  b");
+        assert_eq!(header_text(""), "-");
+        assert_eq!(header_text(&"x".repeat(5000)).len(), 1024);
+    }
+
+    #[test]
+    fn recently_settled_remembers_the_last_cap_sequences() {
+        let r = RecentlySettled::default();
+        assert!(r.insert(1));
+        assert!(!r.insert(1));
+        for s in 2..=(RecentlySettled::CAP as u64 + 1) {
+            assert!(r.insert(s));
+        }
+        // 1 was the oldest of CAP + 1: forgotten; the rest remembered.
+        assert!(!r.contains(1));
+        assert!(r.contains(2));
+        assert!(r.contains(RecentlySettled::CAP as u64 + 1));
+    }
+}
