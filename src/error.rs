@@ -109,6 +109,10 @@ pub enum BuildError<E> {
     ZeroStackSize,
     /// `thread_name_prefix` contained a NUL byte (thread names cannot).
     InvalidThreadName,
+    /// `resource_max_lifetime` was zero (every resource would be replaced before each task).
+    ZeroResourceLifetime,
+    /// `resource_max_uses` was 0 (no task could ever run on a resource).
+    ZeroResourceUses,
     /// `on_create` failed while making the initial resources. Everything already made was
     /// destroyed before `build` returned.
     ResourceCreation(E),
@@ -145,6 +149,10 @@ impl<E: fmt::Display> fmt::Display for BuildError<E> {
             BuildError::InvalidThreadName => {
                 f.write_str("thread_name_prefix must not contain a NUL byte")
             }
+            BuildError::ZeroResourceLifetime => {
+                f.write_str("resource_max_lifetime must be non-zero")
+            }
+            BuildError::ZeroResourceUses => f.write_str("resource_max_uses must be greater than 0"),
             BuildError::ResourceCreation(e) => write!(f, "on_create failed: {e}"),
             BuildError::ResourceCreationPanicked { message } => {
                 write!(f, "on_create panicked: {message}")

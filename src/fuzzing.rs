@@ -1762,6 +1762,8 @@ fn kind(e: &BuildError<Fail>) -> String {
         BuildError::ZeroMetricsWindow => "ZeroMetricsWindow".to_owned(),
         BuildError::ZeroStackSize => "ZeroStackSize".to_owned(),
         BuildError::InvalidThreadName => "InvalidThreadName".to_owned(),
+        BuildError::ZeroResourceLifetime => "ZeroResourceLifetime".to_owned(),
+        BuildError::ZeroResourceUses => "ZeroResourceUses".to_owned(),
         BuildError::ResourceCreation(_) => "ResourceCreation".to_owned(),
         BuildError::ResourceCreationPanicked { .. } => "ResourceCreationPanicked".to_owned(),
         BuildError::Spawn(_) => "Spawn".to_owned(),

@@ -52,6 +52,7 @@ mod log;
 mod manager;
 mod metrics;
 mod observe;
+mod recycle;
 mod resource_pool;
 mod scheduler;
 mod shared;
@@ -74,6 +75,7 @@ pub use metrics::collector::{
     MetricsCollector, NoopCollector, TaskLifecycle, TaskOutcome, WorkerEvent,
 };
 pub use metrics::{TaskMetrics, TaskStats};
+pub use recycle::ReplaceReason;
 pub use task::TaskContext;
 
 /// The README's code blocks run as doctests, so the quickstart cannot drift.

@@ -12,6 +12,7 @@ use crate::lifecycle::{Admitted, Finished};
 use crate::metrics::collector::TaskOutcome;
 use crate::metrics::{TaskMetrics, TaskStats};
 use crate::observe::{Event, Site, TaskEnd};
+use crate::recycle::Age;
 use crate::resource_pool::CreateError;
 use crate::scheduler::Queued;
 use crate::shared::Shared;
@@ -516,10 +517,10 @@ where
         };
         observer.observe(Event::Ended(end), None);
     };
-    let (mut resource, pooled) = match shared.pool.take() {
-        Some(r) => (r, true),
+    let (mut resource, mut age, pooled) = match checkout(shared) {
+        Some((r, age)) => (r, age, true),
         None => match shared.hooks.create() {
-            Ok(r) => (r, false),
+            Ok(r) => (r, Age::new(metrics.now()), false),
             Err(e) => {
                 // The body never runs: dropping it is user code too.
                 observer.caught(Site::Drop("a task closure"), unwind::drop_quietly(f));
@@ -548,14 +549,17 @@ where
         Ran::Panicked(message) => (TaskOutcome::Panicked, Err(TaskError::Panicked { message })),
     };
     ended(started_at, outcome);
+    if pooled && shared.recycle.is_active() {
+        age.used(metrics.now());
+    }
     match (broken, pooled) {
-        (None, true) => shared.pool.put(resource),
+        (None, true) => shared.pool.put(resource, age),
         (None, false) => shared.hooks.destroy(resource, &observer),
         (Some(panicked), pooled) => {
             attempt::destroy_broken(&shared.hooks, &observer, resource, None, panicked, None);
             if pooled {
                 match shared.hooks.create() {
-                    Ok(r) => shared.pool.put(r),
+                    Ok(r) => shared.pool.put(r, Age::new(metrics.now())),
                     Err(e) => {
                         observer.observe(Event::PoolRefillFailed, None);
                         if let CreateError::Failed(e) = e {
@@ -568,4 +572,37 @@ where
         }
     }
     result
+}
+
+/// Takes a resource from `run_task`'s pool, applying the lifecycle policy (see `recycle`): a
+/// resource it retires is destroyed and a new one made in its place. `None`: the pool is
+/// empty, or the replacement could not be made (the pool shrinks by one; the caller then
+/// makes a temporary resource as for an empty pool).
+fn checkout<R, E>(shared: &Shared<R, E>) -> Option<(R, Age)> {
+    let (mut resource, age) = shared.pool.take()?;
+    let observer = shared.observer();
+    let Some(reason) = shared
+        .recycle
+        .due(&mut resource, &age, || shared.metrics.now(), &observer)
+    else {
+        return Some((resource, age));
+    };
+    observer.observe(
+        Event::Recycled {
+            worker: None,
+            reason,
+        },
+        None,
+    );
+    shared.hooks.destroy(resource, &observer);
+    match shared.hooks.create() {
+        Ok(r) => Some((r, Age::new(shared.metrics.now()))),
+        Err(e) => {
+            observer.observe(Event::PoolRefillFailed, None);
+            if let CreateError::Failed(e) = e {
+                observer.caught(Site::Drop("on_create's error"), unwind::drop_quietly(e));
+            }
+            None
+        }
+    }
 }

@@ -9,6 +9,7 @@ use crate::lifecycle::{Admitted, Finished, Lifecycle};
 use crate::log::Logger;
 use crate::metrics::{Metrics, TaskStats, WorkerMetrics};
 use crate::observe::Observer;
+use crate::recycle::Recycle;
 use crate::resource_pool::{Hooks, ResourcePool};
 use crate::scheduler::capacity::Capacity;
 use crate::scheduler::sleep::Sleep;
@@ -35,6 +36,8 @@ pub(crate) struct Shared<R, E> {
     pub(crate) lifecycle: Lifecycle,
     pub(crate) capacity: Option<Capacity>,
     pub(crate) hooks: Hooks<R, E>,
+    /// The lifecycle knobs (see `recycle`).
+    pub(crate) recycle: Recycle<R>,
     pub(crate) pool: ResourcePool<R>,
     pub(crate) max_retries: u32,
     /// Read by every `TaskContext::is_cancelled`; set by `kill`.
