@@ -38,6 +38,12 @@ pub enum TaskError<E> {
     /// waiting on a task only a worker can run), so it is refused instead. Use a callback or
     /// handle delivery, or `run_task`, from inside tasks.
     WouldDeadlock,
+    /// The task was not started by the deadline it was submitted with
+    /// ([`TaskBuilder::deadline`](crate::TaskBuilder::deadline) or
+    /// [`timeout`](crate::TaskBuilder::timeout)): it never ran. Also the answer when the
+    /// deadline was already past at submission, or passed while a blocking submission waited
+    /// for room in a bounded queue.
+    DeadlineExceeded,
 }
 
 impl<E> TaskError<E> {
@@ -65,6 +71,9 @@ impl<E: fmt::Display> fmt::Display for TaskError<E> {
             TaskError::WouldDeadlock => f.write_str(
                 "blocking submission from inside a task of the same manager (would deadlock)",
             ),
+            TaskError::DeadlineExceeded => {
+                f.write_str("task not started by its deadline; it never ran")
+            }
         }
     }
 }

@@ -56,6 +56,7 @@ mod recycle;
 mod resource_pool;
 mod scheduler;
 mod shared;
+mod submit;
 mod sync;
 mod task;
 mod unwind;
@@ -76,6 +77,7 @@ pub use metrics::collector::{
 };
 pub use metrics::{TaskMetrics, TaskStats};
 pub use recycle::ReplaceReason;
+pub use submit::TaskBuilder;
 pub use task::TaskContext;
 
 /// The README's code blocks run as doctests, so the quickstart cannot drift.

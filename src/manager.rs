@@ -1,7 +1,9 @@
 //! [`TaskManager`]: every public submit and run method, funnelled into one enqueue path
-//! ([`TaskManager::submit`]), plus shutdown and snapshots.
+//! ([`TaskManager::enqueue`], through the submission builder in `submit`), plus shutdown and
+//! snapshots.
 
 use std::fmt;
+use std::time::Instant;
 
 use crate::attempt::{self, Ran};
 use crate::builder::Builder;
@@ -15,10 +17,12 @@ use crate::observe::{Event, Site, TaskEnd};
 use crate::recycle::Age;
 use crate::resource_pool::CreateError;
 use crate::scheduler::Queued;
+use crate::scheduler::capacity::Reserve;
 use crate::shared::Shared;
+use crate::submit::TaskBuilder;
 use crate::sync::thread::JoinHandle;
 use crate::sync::{Arc, AtomicU32, Condvar, Mutex, Ordering};
-use crate::task::{self, Body, JobRef, Many, Once, TaskContext};
+use crate::task::{JobRef, TaskContext};
 use crate::unwind;
 
 const RUNNING: u32 = 0;
@@ -175,15 +179,43 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         }
     }
 
-    /// The one enqueue path: admission (queue room, then the shutdown gate), then one task
-    /// cell pushed to an injector. A refused task is answered here, on the caller's thread.
-    fn submit(&self, job: JobRef<R, E>, priority: bool, blocking: bool) {
+    /// What the clones share, for the submission builder (`submit`).
+    #[inline]
+    pub(crate) fn shared(&self) -> &Shared<R, E> {
+        &self.inner.shared
+    }
+
+    /// The one enqueue path: the deadline, admission (queue room, then the shutdown gate),
+    /// then one task cell pushed to an injector. A refused task is answered here, on the
+    /// caller's thread.
+    pub(crate) fn enqueue(
+        &self,
+        job: JobRef<R, E>,
+        priority: bool,
+        blocking: bool,
+        deadline: Option<Instant>,
+    ) {
         let shared = &*self.inner.shared;
+        if let Some(at) = deadline {
+            // Check (1) of `submit`'s deadlines.
+            if Instant::now() >= at {
+                return self.refused(job, TaskError::DeadlineExceeded);
+            }
+            job.set_deadline(deadline);
+        }
         if let Some(cap) = &shared.capacity {
-            let reserved = if blocking {
-                cap.reserve_blocking(|| shared.lifecycle.is_closed())
-            } else {
-                cap.try_reserve()
+            let closed = || shared.lifecycle.is_closed();
+            let reserved = match (blocking, deadline) {
+                (false, _) => cap.try_reserve(),
+                (true, None) => cap.reserve_blocking(closed),
+                // Check (2).
+                (true, Some(at)) => match cap.reserve_until(closed, at) {
+                    Reserve::Reserved => true,
+                    Reserve::Closed => false,
+                    Reserve::DeadlinePassed => {
+                        return self.refused(job, TaskError::DeadlineExceeded);
+                    }
+                },
             };
             if !reserved {
                 let error = if shared.lifecycle.is_closed() {
@@ -224,37 +256,62 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
             .caught(Site::Callback, delivered.map_err(|panic| panic.0));
     }
 
-    fn submit_blocking<T, B>(&self, body: B, priority: bool) -> Result<T, TaskError<E>>
+    // ----- the submission builder -----
+
+    /// Starts a submission of a re-runnable task (retried after unhealthy errors), to which
+    /// options are added ([`priority`](TaskBuilder::priority),
+    /// [`deadline`](TaskBuilder::deadline), [`timeout`](TaskBuilder::timeout)) before one
+    /// delivery submits it: [`wait`](TaskBuilder::wait), [`spawn`](TaskBuilder::spawn) or
+    /// [`callback`](TaskBuilder::callback). The `queue_task*` methods are shorthands for it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tasker::TaskManager;
+    ///
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<Vec<u32>, std::io::Error>(Vec::new()))
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// let handle = manager
+    ///     .task(|log, _| {
+    ///         log.push(7);
+    ///         Ok(log.len())
+    ///     })
+    ///     .timeout(Duration::from_secs(1))
+    ///     .spawn();
+    /// assert_eq!(handle.wait()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn task<T, F>(&self, f: F) -> TaskBuilder<'_, R, E, F>
     where
-        T: Send + 'static,
-        B: Body<R, E, T>,
+        F: FnMut(&mut R, &TaskContext) -> Result<T, E>,
     {
-        if self.inner.shared.is_current_worker() {
-            return Err(TaskError::WouldDeadlock);
-        }
-        let (job, handle) = task::with_handle(body, priority, self.inner.shared.metrics.now());
-        self.submit(job, priority, true);
-        handle.wait()
+        TaskBuilder::new(self, f)
     }
 
-    fn submit_async<T, B>(&self, body: B, priority: bool) -> TaskHandle<T, E>
+    /// Starts a submission of an at-most-once task (`FnOnce`: never re-run), as
+    /// [`task`](Self::task) does.
+    ///
+    /// ```
+    /// use tasker::TaskManager;
+    ///
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<u32, std::io::Error>(0))
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// let token = String::from("charge card 42");
+    /// let done = manager
+    ///     .task_once(move |_, _| Ok(token))
+    ///     .priority()
+    ///     .wait()?;
+    /// assert_eq!(done, "charge card 42");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn task_once<T, F>(&self, f: F) -> TaskBuilder<'_, R, E, F, true>
     where
-        T: Send + 'static,
-        B: Body<R, E, T>,
+        F: FnOnce(&mut R, &TaskContext) -> Result<T, E>,
     {
-        let (job, handle) = task::with_handle(body, priority, self.inner.shared.metrics.now());
-        self.submit(job, priority, false);
-        handle
-    }
-
-    fn submit_callback<T, B, C>(&self, body: B, cb: C, priority: bool)
-    where
-        T: Send + 'static,
-        B: Body<R, E, T>,
-        C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
-    {
-        let job = task::with_callback(body, cb, priority, self.inner.shared.metrics.now());
-        self.submit(job, priority, false);
+        TaskBuilder::new(self, f)
     }
 
     // ----- blocking deliveries -----
@@ -268,7 +325,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
     {
-        self.submit_blocking(Many(f), false)
+        self.task(f).wait()
     }
 
     /// Like [`queue_task`](Self::queue_task), on the priority queue: it starts before every
@@ -278,7 +335,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
     {
-        self.submit_blocking(Many(f), true)
+        self.task(f).priority().wait()
     }
 
     /// Like [`queue_task`](Self::queue_task), but runs at most once: never retried.
@@ -287,7 +344,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
     {
-        self.submit_blocking(Once(Some(f)), false)
+        self.task_once(f).wait()
     }
 
     /// Priority and at most once.
@@ -296,7 +353,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
     {
-        self.submit_blocking(Once(Some(f)), true)
+        self.task_once(f).priority().wait()
     }
 
     // ----- callback deliveries -----
@@ -309,7 +366,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
         C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
     {
-        self.submit_callback(Many(f), cb, false);
+        self.task(f).callback(cb);
     }
 
     /// Priority, with a callback.
@@ -319,7 +376,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
         C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
     {
-        self.submit_callback(Many(f), cb, true);
+        self.task(f).priority().callback(cb);
     }
 
     /// At most once, with a callback.
@@ -329,7 +386,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
         C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
     {
-        self.submit_callback(Once(Some(f)), cb, false);
+        self.task_once(f).callback(cb);
     }
 
     /// Priority, at most once, with a callback.
@@ -339,7 +396,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
         C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
     {
-        self.submit_callback(Once(Some(f)), cb, true);
+        self.task_once(f).priority().callback(cb);
     }
 
     // ----- handle deliveries -----
@@ -350,7 +407,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
     {
-        self.submit_async(Many(f), false)
+        self.task(f).spawn()
     }
 
     /// Priority, with a handle.
@@ -359,7 +416,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
     {
-        self.submit_async(Many(f), true)
+        self.task(f).priority().spawn()
     }
 
     /// At most once, with a handle.
@@ -368,7 +425,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
     {
-        self.submit_async(Once(Some(f)), false)
+        self.task_once(f).spawn()
     }
 
     /// Priority, at most once, with a handle.
@@ -377,7 +434,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
     {
-        self.submit_async(Once(Some(f)), true)
+        self.task_once(f).priority().spawn()
     }
 
     // ----- run now -----

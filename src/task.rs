@@ -19,6 +19,7 @@
 //! over through the queue's own synchronisation.
 
 use std::marker::PhantomData;
+use std::time::Instant;
 
 use crate::clock::Stamp;
 use crate::completion::{AsSlot, Callback, Claim, Delivered, Slot};
@@ -40,6 +41,7 @@ use crate::sync::{Arc, AtomicBool, Ordering, UnsafeCell, coerce_arc};
 #[derive(Debug)]
 pub struct TaskContext {
     attempt: u32,
+    deadline: Option<Instant>,
     cancelled: Arc<AtomicBool>,
 }
 
@@ -47,6 +49,7 @@ impl TaskContext {
     pub(crate) fn new(cancelled: Arc<AtomicBool>) -> Self {
         TaskContext {
             attempt: 0,
+            deadline: None,
             cancelled,
         }
     }
@@ -63,6 +66,35 @@ impl TaskContext {
     /// Which run this is: 1 on the first, 2 on the first retry, and so on.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// The deadline the task was submitted with ([`TaskBuilder::deadline`] or
+    /// [`timeout`](crate::TaskBuilder::timeout)), if any. It bounded when the task could
+    /// start; once started, a task runs to its end, and may read this to give up early.
+    ///
+    /// [`TaskBuilder::deadline`]: crate::TaskBuilder::deadline
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tasker::TaskManager;
+    ///
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// let left = manager
+    ///     .task(|_, ctx| Ok(ctx.deadline().is_some()))
+    ///     .timeout(Duration::from_secs(60))
+    ///     .wait()?;
+    /// assert!(left);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 }
 
@@ -126,6 +158,10 @@ pub(crate) trait Job<R, E>: Send + Sync {
     fn queued_at(&self) -> Stamp;
     /// Whether it was submitted with priority.
     fn priority(&self) -> bool;
+    /// The latest start it was submitted with, if any.
+    fn deadline(&self) -> Option<Instant>;
+    /// Sets it (at submission, before the task is queued).
+    fn set_deadline(&self, deadline: Option<Instant>);
 }
 
 /// What the queues carry: the unique reference through which a task is run and answered.
@@ -179,6 +215,14 @@ impl<R, E> JobRef<R, E> {
     #[inline]
     pub(crate) fn priority(&self) -> bool {
         self.job().priority()
+    }
+    #[inline]
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.job().deadline()
+    }
+    #[inline]
+    pub(crate) fn set_deadline(&self, deadline: Option<Instant>) {
+        self.job().set_deadline(deadline)
     }
 }
 
@@ -249,6 +293,8 @@ struct TaskPart<B> {
     /// `None` once the outcome was delivered (the closure is dropped early).
     body: Option<B>,
     attempts: u32,
+    /// The latest start (see `submit`); `None`: no deadline.
+    deadline: Option<Instant>,
 }
 
 /// The one allocation per queued task: closure, attempt count, and where the outcome goes.
@@ -271,6 +317,7 @@ impl<B, P, T, E> TaskCell<B, P, T, E> {
             task: UnsafeCell::new(TaskPart {
                 body: Some(body),
                 attempts: 0,
+                deadline: None,
             }),
             port,
             priority,
@@ -367,6 +414,16 @@ where
     #[inline]
     fn priority(&self) -> bool {
         self.priority
+    }
+    #[inline]
+    fn deadline(&self) -> Option<Instant> {
+        // SAFETY: called through the unique `JobRef`.
+        unsafe { self.read_task(|task| task.deadline) }
+    }
+    #[inline]
+    fn set_deadline(&self, deadline: Option<Instant>) {
+        // SAFETY: called through the unique `JobRef`, before it is queued.
+        unsafe { self.with_task(|task| task.deadline = deadline) }
     }
 }
 

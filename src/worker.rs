@@ -11,7 +11,8 @@
 //! 1. A fresh task gives its queue place back (bounded queues).
 //! 2. `claim`: a task cancelled through its handle is dropped unrun (its outcome is
 //!    `Cancelled`, even when `kill` has begun since).
-//! 3. After `kill`, the task is resolved `Killed` unrun.
+//! 3. After `kill`, the task is resolved `Killed` unrun; a fresh task past its deadline is
+//!    resolved `DeadlineExceeded` unrun (see `submit`).
 //! 4. The lifecycle policy (see `recycle`): a resource too old, used enough, or idle and
 //!    rejected by `validate` is destroyed and a new one made (with the usual backoff) before
 //!    the task runs. Then run it against the resource, catching a panic.
@@ -38,7 +39,7 @@
 //! escapes to the worker loop is a bug in this crate: its invariants can no longer be trusted,
 //! so the process aborts ([`AbortOnUnwind`]) rather than leave submitters waiting forever.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::attempt::{self, Ran};
 use crate::burst::Wakeup;
@@ -397,6 +398,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let attempt = job.attempts();
         let delivered = match outcome {
             TaskOutcome::Killed => job.fail(TaskError::Killed),
+            TaskOutcome::DeadlineExceeded => job.fail(TaskError::DeadlineExceeded),
             _ => {
                 // The handle already holds `Cancelled`; dropping the cell tells nobody else.
                 drop(job);
@@ -428,6 +430,15 @@ impl<R, E> WorkerLoop<'_, R, E> {
             shared.finish(ticket);
             return;
         }
+        // Step 3b: a fresh task not started by its deadline never runs (see `submit`).
+        if job.attempts() == 0
+            && let Some(deadline) = job.deadline()
+            && Instant::now() >= deadline
+        {
+            self.resolve_unrun(job, TaskOutcome::DeadlineExceeded);
+            shared.finish(ticket);
+            return;
+        }
         // Step 4.
         if !self.recycle_if_due() {
             // Killed while making the replacement.
@@ -438,6 +449,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let seen = Seen::of(&job);
         let attempt = job.begin_attempt();
         self.ctx.set_attempt(attempt);
+        self.ctx.set_deadline(job.deadline());
         // The read that ended the previous task stands for "now". Either way a task starts no
         // earlier than it was queued: that read may predate the queueing, and two cores'
         // time-stamp counters may disagree by a little.

@@ -18,6 +18,8 @@ pub enum TaskOutcome {
     Killed,
     /// Cancelled through its handle before it started.
     Cancelled,
+    /// Not started by its deadline: it never ran.
+    DeadlineExceeded,
     /// Returned an unhealthy `Err` and was re-queued (only in
     /// [`MetricsCollector::record_retry`]).
     Retried,
