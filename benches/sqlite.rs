@@ -7,7 +7,9 @@
 //! 2 cores):
 //!
 //! - `tasker`: `queue_task` on a manager whose 2 workers each own a connection (builder
-//!   defaults: workers pinned);
+//!   defaults: workers pinned one per CPU);
+//! - `tasker unpinned`: the same with `pin_workers(false)`, as the peers' threads are (on a
+//!   machine shared with other load, a pinned worker cannot move to a CPU that is free);
 //! - `r2d2+threadpool`: a `threadpool` of 2 threads; each job checks a connection out of an
 //!   `r2d2` pool of 2 (`r2d2_sqlite`, which also runs `is_valid` on checkout), answering on a
 //!   channel;
@@ -137,9 +139,10 @@ trait Contender: Clone + Send + 'static {
 struct Tasker(TaskManager<Connection, rusqlite::Error>);
 
 impl Tasker {
-    fn new() -> Self {
+    fn new(pin: bool) -> Self {
         let manager = TaskManager::builder()
             .on_create(|| Ok(open()))
+            .pin_workers(pin)
             .worker_count(WORKERS)
             .max_worker_count(WORKERS)
             .resource_pool_size(0)
@@ -349,11 +352,21 @@ fn main() {
     make_database(&path);
     DB_PATH.set(path.clone()).expect("once");
 
-    let tasker = Tasker::new();
+    let tasker = Tasker::new(true);
+    let unpinned = Tasker::new(false);
     let r2d2 = R2d2Threadpool::new();
     let deadpool = Deadpool::new();
     let rayon = RayonLocal::new();
 
+    // Warm-up, not recorded: every connection opened, statements cached, threads started.
+    let mut scratch = Histogram::new_with_bounds(1, 10_000_000_000, 2).expect("hist");
+    for op in [Op::Point, Op::Write] {
+        run(&tasker, op, 8, 400, &mut scratch);
+        run(&unpinned, op, 8, 400, &mut scratch);
+        run(&r2d2, op, 8, 400, &mut scratch);
+        run(&deadpool, op, 8, 400, &mut scratch);
+        run(&rayon, op, 8, 400, &mut scratch);
+    }
     println!(
         "SQLite, {WORKERS} threads and {WORKERS} connections per contender; {rounds} rounds, \
          contenders alternating; {reads} point queries and {writes} write transactions per run"
@@ -371,6 +384,7 @@ fn main() {
             };
             let mut cells = [
                 new_cell("tasker"),
+                new_cell("tasker unpinned"),
                 new_cell("r2d2+threadpool"),
                 new_cell("deadpool interact"),
                 new_cell("rayon thread-local"),
@@ -381,8 +395,9 @@ fn main() {
                     let cell = &mut cells[i];
                     let elapsed = match i {
                         0 => run(&tasker, op, clients, total, &mut cell.hist),
-                        1 => run(&r2d2, op, clients, total, &mut cell.hist),
-                        2 => run(&deadpool, op, clients, total, &mut cell.hist),
+                        1 => run(&unpinned, op, clients, total, &mut cell.hist),
+                        2 => run(&r2d2, op, clients, total, &mut cell.hist),
+                        3 => run(&deadpool, op, clients, total, &mut cell.hist),
                         _ => run(&rayon, op, clients, total, &mut cell.hist),
                     };
                     let done = (total / clients * clients) as f64;
@@ -405,6 +420,7 @@ fn main() {
         }
     }
     tasker.0.stop().expect("stop");
+    unpinned.0.stop().expect("stop");
     drop((r2d2, rayon));
     // deadpool's pool must be dropped inside its runtime, and before it.
     let Deadpool {
