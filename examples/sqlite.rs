@@ -28,9 +28,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             conn.busy_timeout(Duration::from_secs(5))?;
             Ok(conn)
         })
-        .on_destroy(|conn: Connection| conn.close().map_err(|(_, e)| e))
+        .on_destroy(|conn| conn.close().map_err(|(_, e)| e))
         // A read-only or corrupt database means this connection is done for: replace it.
-        .check_health(|e: &rusqlite::Error| {
+        .check_health(|e| {
             !matches!(
                 e.sqlite_error_code(),
                 Some(ErrorCode::ReadOnly | ErrorCode::DatabaseCorrupt)
