@@ -1,122 +1,276 @@
 //! The README's first command: `cargo run --release --example demo`.
 //!
-//! A small service in one file. Each worker owns a simulated database connection. Client
-//! threads send queries the way request handlers would: fire-and-forget writes with a callback,
-//! fan-outs of reads they wait for through handles, blocking lookups, a few priority requests,
-//! and a few `run_task` calls that bypass the queues. Now and then a connection breaks (the
-//! worker replaces it and the query is retried), a query fails plainly (no retry), and a bug
-//! panics (the worker survives with a fresh connection).
+//! A small bank service in one file, on a real SQLite database (the `rusqlite` crate with its
+//! bundled SQLite: nothing to install). The database is a file in the temp dir, made and seeded
+//! at start (1,000 accounts) and deleted at the end. Each worker owns one connection.
 //!
-//! While it runs, a live view (drawn with `indicatif` when the output is a terminal) shows the
-//! tasks answered, workers, queue depths, rates and latency percentiles from `stats()` and
-//! `metrics()`. At the end it prints a table and checks the two promises: every task got
-//! exactly one answer, and every connection opened was closed.
+//! Client threads send requests the way handlers would: fire-and-forget transfers (a write
+//! transaction, at most once, answered in a callback), fan-outs of balance reads they wait for
+//! through handles (each with a deadline), blocking lookups, a few priority requests, and a few
+//! `run_task` calls that bypass the queues. Now and then something goes wrong, as it does:
 //!
-//! `DEMO_TASKS=500 cargo run --release --example demo` runs a smaller workload.
+//! - a connection is closed under its task, or the database fails over to read-only under a
+//!   write: the error is unhealthy, the worker replaces its connection and the task is retried
+//!   (at-most-once transfers are not);
+//! - a read leaves its connection read-only behind it: `validate` catches that before the
+//!   connection's next task;
+//! - a transfer overdraws an account: a plain error (a `CHECK` constraint), never retried;
+//! - a bug panics: the worker survives with a fresh connection.
+//!
+//! Connections are also replaced when they get old (`resource_max_lifetime`) or have served
+//! enough tasks (`resource_max_uses`). The live view (drawn with `indicatif` when stderr is a
+//! terminal) shows workers, queues, rates over the last second, latency percentiles since the
+//! start, and the connections replaced by reason. At the end it prints a table and checks the
+//! promises: every task got exactly one answer, every connection opened was closed, and the
+//! money in the bank adds up.
+//!
+//! `DEMO_TASKS=20000 cargo run --release --example demo` runs a smaller workload.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use tasker::{TaskContext, TaskError, TaskHandle, TaskManager, TaskMetrics};
 
 /// Tasks submitted when `DEMO_TASKS` is not set.
-const DEFAULT_TASKS: u64 = 20_000;
+const DEFAULT_TASKS: u64 = 150_000;
 /// Client threads submitting tasks concurrently.
 const CLIENTS: u64 = 4;
 /// A client waits for its fanned-out reads once it has this many handles.
 const FAN_OUT: usize = 16;
-/// Per-attempt odds, in 1/1000, that the connection breaks during a query (unhealthy).
-const BROKEN_PER_MILLE: u64 = 15;
-/// Per-attempt odds, in 1/1000, of a plain query error (healthy: no retry).
-const FAILED_PER_MILLE: u64 = 10;
+/// A fanned-out read must start within this, or it is answered `DeadlineExceeded`.
+const READ_DEADLINE: Duration = Duration::from_millis(5);
+/// Accounts seeded, each with `OPENING_BALANCE`.
+const ACCOUNTS: i64 = 1_000;
+const OPENING_BALANCE: i64 = 1_000;
+/// Per-attempt odds, in 1/1000, that the connection is closed under a read.
+const CLOSED_PER_MILLE: u64 = 1;
+/// Per-attempt odds, in 1/1000, that the database fails over to read-only under a write.
+const READ_ONLY_PER_MILLE: u64 = 2;
+/// Per-read odds, in 1/1000, that a read leaves its connection read-only (for `validate`).
+const STALE_PER_MILLE: u64 = 2;
+/// Per-transfer odds, in 1/1000, of an overdraft (a plain, healthy error).
+const OVERDRAFT_PER_MILLE: u64 = 10;
 /// One task in this many hits a bug and panics.
-const PANIC_EVERY: u64 = 4_999;
+const PANIC_EVERY: u64 = 29_989;
 /// Marks the panics this demo causes on purpose (see `quiet_simulated_panics`).
 const SIMULATED_BUG: &str = "simulated bug";
 
 // ---------------------------------------------------------------------------------------------
-// The resource: a simulated database connection.
+// The resource: one SQLite connection.
 
 static NEXT_CONN_ID: AtomicU32 = AtomicU32::new(1);
 static CONNS_OPENED: AtomicU64 = AtomicU64::new(0);
 static CONNS_CLOSED: AtomicU64 = AtomicU64::new(0);
-/// Queries run by connections that have been closed.
-static QUERIES_RUN: AtomicU64 = AtomicU64::new(0);
+static DB_PATH: OnceLock<PathBuf> = OnceLock::new();
 
 struct Db {
     id: u32,
-    queries: u64,
+    /// `None` once it was closed under a task.
+    conn: Option<Connection>,
 }
 
 impl Db {
     fn connect() -> Result<Db, DbError> {
+        let path = DB_PATH
+            .get()
+            .expect("the database is made before the manager");
+        let conn = Connection::open(path).map_err(DbError::Sql)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(DbError::Sql)?;
+        // WAL (set on the file at creation) with NORMAL sync: a commit does not wait for the
+        // disk, a checkpoint does.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(DbError::Sql)?;
         CONNS_OPENED.fetch_add(1, Ordering::Relaxed);
         Ok(Db {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
-            queries: 0,
+            conn: Some(conn),
         })
     }
 
     fn close(self) -> Result<(), DbError> {
         CONNS_CLOSED.fetch_add(1, Ordering::Relaxed);
-        QUERIES_RUN.fetch_add(self.queries, Ordering::Relaxed);
-        Ok(())
+        match self.conn {
+            Some(conn) => conn.close().map_err(|(_, e)| DbError::Sql(e)),
+            None => Ok(()),
+        }
     }
 
-    /// Runs one query: takes 20–200 µs (plus the OS's sleep granularity), and sometimes
-    /// fails. The outcome depends only on the task and the attempt, so runs are reproducible.
-    fn query(&mut self, task: u64, ctx: &TaskContext) -> Result<Reply, DbError> {
-        self.queries += 1;
+    /// `validate`: answers a trivial query and is writable.
+    fn is_usable(&mut self) -> bool {
+        let Some(conn) = &self.conn else {
+            return false;
+        };
+        conn.query_row("PRAGMA query_only", [], |row| row.get::<_, bool>(0))
+            .is_ok_and(|read_only| !read_only)
+    }
+
+    fn conn(&self) -> Result<&Connection, DbError> {
+        self.conn
+            .as_ref()
+            .ok_or(DbError::ConnectionLost { conn: self.id })
+    }
+
+    /// What goes wrong on this attempt, decided by (task, attempt) so runs are reproducible.
+    fn mishap(&mut self, task: u64, ctx: &TaskContext, per_mille: u64) -> Result<u64, DbError> {
         let roll = mix(task, ctx.attempt());
-        thread::sleep(Duration::from_micros(20 + roll % 181));
-        let per_mille = (roll >> 16) % 1000;
-        if per_mille < BROKEN_PER_MILLE {
-            return Err(DbError::ConnectionLost { conn: self.id });
-        }
-        if per_mille < BROKEN_PER_MILLE + FAILED_PER_MILLE {
-            return Err(DbError::Query(format!(
-                "task {task}: unique constraint violated"
-            )));
-        }
         if task % PANIC_EVERY == PANIC_EVERY - 1 {
             panic!("{SIMULATED_BUG} in task {task}: NULL in a NOT NULL column");
         }
-        Ok(Reply {
-            rows: (roll >> 32) % 100,
-            attempt: ctx.attempt(),
-        })
+        if (roll >> 20) % 1000 < per_mille
+            && let Some(conn) = self.conn.take()
+        {
+            // Closed under the task, as a server dropping the link would.
+            let _ = conn.close();
+        }
+        Ok(roll)
     }
-}
 
-/// What a query returns.
-struct Reply {
-    rows: u64,
-    /// Which run produced it (1 = the first).
-    attempt: u32,
+    /// A point read: one account's balance.
+    fn balance(&mut self, task: u64, ctx: &TaskContext) -> Result<i64, DbError> {
+        let roll = self.mishap(task, ctx, CLOSED_PER_MILLE)?;
+        let conn = self.conn()?;
+        let account = 1 + (roll % ACCOUNTS as u64) as i64;
+        let balance = conn
+            .prepare_cached("SELECT balance FROM accounts WHERE id = ?1")
+            .and_then(|mut s| s.query_row([account], |row| row.get(0)))
+            .map_err(|e| DbError::from_sql(e, self.id))?;
+        if (roll >> 40) % 1000 < STALE_PER_MILLE {
+            // The replica this connection points at just became read-only; nobody noticed.
+            let _ = conn.pragma_update(None, "query_only", true);
+        }
+        Ok(balance)
+    }
+
+    /// A small write transaction: moves money between two accounts and logs the transfer.
+    fn transfer(&mut self, task: u64, ctx: &TaskContext) -> Result<i64, DbError> {
+        let roll = self.mishap(task, ctx, 0)?;
+        let id = self.id;
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or(DbError::ConnectionLost { conn: id })?;
+        if (roll >> 20) % 1000 < READ_ONLY_PER_MILLE {
+            // A failover under the task: the write below fails with SQLITE_READONLY.
+            let _ = conn.pragma_update(None, "query_only", true);
+        }
+        let from = 1 + (roll % ACCOUNTS as u64) as i64;
+        let to = 1 + ((roll >> 10) % ACCOUNTS as u64) as i64;
+        let amount = if (roll >> 30) % 1000 < OVERDRAFT_PER_MILLE {
+            1_000_000 // more than anyone has: the CHECK constraint refuses it
+        } else {
+            1 + ((roll >> 40) % 50) as i64
+        };
+        let sql = |e| DbError::from_sql(e, id);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        tx.prepare_cached("UPDATE accounts SET balance = balance - ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![from, amount]))
+            .map_err(sql)?;
+        tx.prepare_cached("UPDATE accounts SET balance = balance + ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![to, amount]))
+            .map_err(sql)?;
+        tx.prepare_cached(
+            "INSERT INTO transfers (task, from_id, to_id, amount) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut s| s.execute(params![task as i64, from, to, amount]))
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(amount)
+    }
 }
 
 #[derive(Debug)]
 enum DbError {
     /// The connection is gone: the worker must replace it.
     ConnectionLost { conn: u32 },
-    /// The query itself failed; the connection is fine.
-    Query(String),
+    /// The connection is read-only (a failover): the worker must replace it.
+    ReadOnly { conn: u32 },
+    /// Any other SQLite error (a constraint, say): the connection is fine.
+    Sql(rusqlite::Error),
+}
+
+impl DbError {
+    fn from_sql(e: rusqlite::Error, conn: u32) -> Self {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::ReadOnly) => DbError::ReadOnly { conn },
+            _ => DbError::Sql(e),
+        }
+    }
+
+    /// `check_health`: a lost or read-only connection is broken.
+    fn leaves_connection_usable(&self) -> bool {
+        matches!(self, DbError::Sql(_))
+    }
 }
 
 impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DbError::ConnectionLost { conn } => write!(f, "connection #{conn} lost"),
-            DbError::Query(msg) => write!(f, "query failed: {msg}"),
+            DbError::ReadOnly { conn } => write!(f, "connection #{conn} is read-only"),
+            DbError::Sql(e) => write!(f, "{e}"),
         }
     }
 }
 
 impl std::error::Error for DbError {}
+
+/// Makes the database file: schema and seeded accounts.
+fn make_database(path: &Path) -> rusqlite::Result<()> {
+    let mut conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.execute_batch(
+        "CREATE TABLE accounts (
+             id      INTEGER PRIMARY KEY,
+             owner   TEXT NOT NULL,
+             balance INTEGER NOT NULL CHECK (balance >= 0)
+         );
+         CREATE TABLE transfers (
+             id      INTEGER PRIMARY KEY,
+             task    INTEGER NOT NULL,
+             from_id INTEGER NOT NULL REFERENCES accounts(id),
+             to_id   INTEGER NOT NULL REFERENCES accounts(id),
+             amount  INTEGER NOT NULL
+         );",
+    )?;
+    let tx = conn.transaction()?;
+    {
+        let mut insert =
+            tx.prepare("INSERT INTO accounts (id, owner, balance) VALUES (?1, ?2, ?3)")?;
+        for id in 1..=ACCOUNTS {
+            insert.execute(params![id, format!("owner-{id}"), OPENING_BALANCE])?;
+        }
+    }
+    tx.commit()
+}
+
+/// The money in the bank, and the transfers logged.
+fn audit(path: &Path) -> rusqlite::Result<(i64, i64)> {
+    let conn = Connection::open(path)?;
+    let total = conn.query_row("SELECT SUM(balance) FROM accounts", [], |r| r.get(0))?;
+    let transfers = conn
+        .query_row("SELECT COUNT(*) FROM transfers", [], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    Ok((total, transfers))
+}
+
+/// Removes the database and its WAL files.
+fn remove_database(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic pseudo-randomness.
@@ -150,55 +304,53 @@ fn mix(task: u64, attempt: u32) -> u64 {
 #[derive(Default)]
 struct Answers {
     ok: AtomicU64,
-    /// Rows returned by the `Ok` answers.
-    rows: AtomicU64,
-    /// `Ok`, on a retry after the connection broke.
+    /// `Ok` on a later attempt, after the connection broke.
     ok_after_retry: AtomicU64,
-    /// `Failed` with a plain query error (healthy: never retried).
-    query_failed: AtomicU64,
-    /// `Failed` with a lost connection on the first run: at-most-once writes and `run_task`,
-    /// which are never retried.
-    lost_not_retried: AtomicU64,
-    /// `Failed` after the task was retried (it failed again on a later attempt).
-    failed_on_retry: AtomicU64,
+    /// `Failed` with SQLite's own error (an overdraft): healthy, never retried.
+    sql_error: AtomicU64,
+    /// `Failed` with a broken connection: at-most-once transfers and `run_task` are never
+    /// retried, and a retried task can break again on its last attempt.
+    broken: AtomicU64,
     panicked: AtomicU64,
+    deadline_exceeded: AtomicU64,
     other: AtomicU64,
 }
 
 impl Answers {
-    fn record(&self, outcome: &Result<Reply, TaskError<DbError>>) {
-        if let Ok(reply) = outcome {
-            self.rows.fetch_add(reply.rows, Ordering::Relaxed);
-        }
+    fn record<T>(&self, outcome: &Result<T, TaskError<DbError>>) {
         let counter = match outcome {
-            Ok(reply) if reply.attempt > 1 => {
-                self.ok_after_retry.fetch_add(1, Ordering::Relaxed);
-                &self.ok
-            }
             Ok(_) => &self.ok,
-            Err(TaskError::Failed { attempts: 2.., .. }) => &self.failed_on_retry,
             Err(TaskError::Failed {
-                error: DbError::ConnectionLost { .. },
+                error: DbError::Sql(_),
                 ..
-            }) => &self.lost_not_retried,
-            Err(TaskError::Failed { .. }) => &self.query_failed,
+            }) => &self.sql_error,
+            Err(TaskError::Failed { .. }) => &self.broken,
             Err(TaskError::Panicked { .. }) => &self.panicked,
+            Err(TaskError::DeadlineExceeded) => &self.deadline_exceeded,
             Err(_) => &self.other,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn failed(&self) -> u64 {
-        self.query_failed.load(Ordering::Relaxed)
-            + self.lost_not_retried.load(Ordering::Relaxed)
-            + self.failed_on_retry.load(Ordering::Relaxed)
+    /// An `Ok` that needed `attempt` runs.
+    fn ok_on(&self, attempt: u32) {
+        if attempt > 1 {
+            self.ok_after_retry.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn total(&self) -> u64 {
-        self.ok.load(Ordering::Relaxed)
-            + self.failed()
-            + self.panicked.load(Ordering::Relaxed)
-            + self.other.load(Ordering::Relaxed)
+        [
+            &self.ok,
+            &self.sql_error,
+            &self.broken,
+            &self.panicked,
+            &self.deadline_exceeded,
+            &self.other,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
     }
 }
 
@@ -213,10 +365,8 @@ struct Submitted {
     run_task: AtomicU64,
 }
 
-impl Submitted {
-    fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
+fn add(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -226,20 +376,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(s) => s.parse()?,
         Err(_) => DEFAULT_TASKS,
     };
+    let path = std::env::temp_dir().join(format!("tasker-demo-{}.sqlite3", std::process::id()));
+    remove_database(&path);
+    make_database(&path)?;
+    DB_PATH.set(path.clone()).expect("set once");
+    let outcome = run(tasks, &path);
+    remove_database(&path);
+    outcome
+}
+
+fn run(tasks: u64, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     quiet_simulated_panics();
 
-    // Builder defaults: one pinned worker per CPU, 3 retries, a run_task pool of one connection
-    // per worker, unbounded queues.
+    // Builder defaults: one pinned worker per CPU, 3 retries, a run_task pool of one
+    // connection per worker, unbounded queues. The lifecycle knobs are set low so that a run
+    // of a few seconds shows them at work (a server would keep a connection for minutes).
+    // `validate` runs before every task here: on an in-process database it is one PRAGMA,
+    // about a microsecond; over a network the default (after 1 s idle) is the usual choice.
     let manager = TaskManager::builder()
         .on_create(Db::connect)
         .on_destroy(Db::close)
-        .check_health(|e: &DbError| !matches!(e, DbError::ConnectionLost { .. }))
+        .check_health(DbError::leaves_connection_usable)
+        .resource_max_lifetime(Duration::from_secs(1))
+        .resource_max_uses(500)
+        .validate(Db::is_usable)
+        .validate_after_idle(Duration::ZERO)
         .build()?;
     let stats = manager.stats();
     println!(
-        "tasker demo: {tasks} queries from {CLIENTS} clients on {} workers (connections opened so far: {})",
+        "tasker demo: {tasks} requests from {CLIENTS} clients on {} workers, SQLite at {}",
         stats.base_workers,
-        CONNS_OPENED.load(Ordering::Relaxed)
+        path.display()
     );
 
     let answers = Arc::new(Answers::default());
@@ -254,29 +421,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (manager.clone(), done.clone(), answers.clone(), view.clone());
         thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                let (s, m) = (manager.stats(), manager.metrics());
+                view.print_pending();
                 view.progress.set_position(answers.total());
-                view.status.set_message(format!(
-                    "workers {}/{} (burst {})  queued {} + {} priority  pending {}\n\
-                     rates/s  in {:.0}  ok {:.0}  failed {:.0}  retried {:.0}\n\
-                     run      p50 {:.1?}  p99 {:.1?}   wait p50 {:.1?}  p99 {:.1?}",
-                    s.active_workers,
-                    s.base_workers,
-                    s.burst_workers,
-                    s.queued_tasks,
-                    s.priority_tasks,
-                    s.pending_tasks,
-                    m.task_arrival_rate,
-                    m.task_completion_rate,
-                    m.task_failure_rate,
-                    m.task_retry_rate,
-                    m.p50_execution_time,
-                    m.p99_execution_time,
-                    m.p50_wait_time,
-                    m.p99_wait_time,
-                ));
+                view.status
+                    .set_message(status_lines(&manager.stats(), &manager.metrics()));
                 thread::sleep(Duration::from_millis(50));
             }
+            view.print_pending();
             view.progress.finish();
             view.status.finish_and_clear();
         })
@@ -305,82 +456,79 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let m = manager.metrics();
     let answered = answers.total();
-    let total_submitted = tasks;
     let opened = CONNS_OPENED.load(Ordering::Relaxed);
     let closed = CONNS_CLOSED.load(Ordering::Relaxed);
+    let (money, transfers) = audit(path)?;
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
 
-    println!("\nsubmitted        {total_submitted}");
+    println!("\nsubmitted        {tasks}");
     println!(
         "  by delivery    callback {}, handle {}, blocking {}, run_task {}",
-        submitted.callback.load(Ordering::Relaxed),
-        submitted.handle.load(Ordering::Relaxed),
-        submitted.blocking.load(Ordering::Relaxed),
-        submitted.run_task.load(Ordering::Relaxed),
+        load(&submitted.callback),
+        load(&submitted.handle),
+        load(&submitted.blocking),
+        load(&submitted.run_task),
     );
     println!(
         "  of which       priority {}, at-most-once {}",
-        submitted.priority.load(Ordering::Relaxed),
-        submitted.once.load(Ordering::Relaxed),
+        load(&submitted.priority),
+        load(&submitted.once),
     );
     println!(
-        "answered         {answered}: ok {}, failed {}, panicked {}, other {}",
-        answers.ok.load(Ordering::Relaxed),
-        answers.failed(),
-        answers.panicked.load(Ordering::Relaxed),
-        answers.other.load(Ordering::Relaxed),
+        "answered         {answered}: ok {} ({} of them after a broken connection and a retry)",
+        load(&answers.ok),
+        load(&answers.ok_after_retry),
     );
     println!(
-        "  ok             {} on the first run, {} after a broken connection and a retry; {} rows",
-        answers.ok.load(Ordering::Relaxed) - answers.ok_after_retry.load(Ordering::Relaxed),
-        answers.ok_after_retry.load(Ordering::Relaxed),
-        answers.rows.load(Ordering::Relaxed),
+        "  errors         {} SQLite errors (overdrafts; not retried), {} broken connections \
+         (at-most-once, run_task, or out of retries)",
+        load(&answers.sql_error),
+        load(&answers.broken),
     );
     println!(
-        "  failed         {} query errors (healthy: not retried)",
-        answers.query_failed.load(Ordering::Relaxed)
-    );
-    println!(
-        "                 {} broken connections in at-most-once writes or run_task (not retried)",
-        answers.lost_not_retried.load(Ordering::Relaxed)
-    );
-    println!(
-        "                 {} failed again on a retry",
-        answers.failed_on_retry.load(Ordering::Relaxed)
+        "                 {} panicked, {} not started by their {READ_DEADLINE:?} deadline, {} other",
+        load(&answers.panicked),
+        load(&answers.deadline_exceeded),
+        load(&answers.other),
     );
     print_metrics(&m);
     println!(
-        "metrics()        ok {}, failed {} (panicked {}), retried {}, success rate {:.2}%",
-        m.total_tasks_completed,
-        m.total_tasks_failed,
-        m.total_tasks_panicked,
-        m.total_tasks_retried,
-        m.success_rate * 100.0
-    );
-    println!(
-        "connections      opened {opened}, closed {closed}, replaced {}; {} queries run",
+        "connections      opened {opened}, closed {closed}; replaced: {} broken, {} too old, \
+         {} used up, {} failed validation",
         m.total_resources_replaced,
-        QUERIES_RUN.load(Ordering::Relaxed)
+        m.resources_replaced_lifetime,
+        m.resources_replaced_uses,
+        m.resources_replaced_validation,
     );
+    println!("database         {transfers} transfers committed; money in the bank {money}");
     println!(
-        "elapsed          {:.2?}, {:.0} tasks/s",
+        "elapsed          {:.2?}, {:.0} requests/s",
         elapsed,
         answered as f64 / elapsed.as_secs_f64()
     );
     println!("stop()           {stopped:?}");
 
-    let one_answer_each = answered == total_submitted
-        && m.total_tasks_completed + m.total_tasks_failed == total_submitted;
+    // Each client records one answer per request it made; tasker's own totals agree.
+    let one_answer_each = answered == tasks
+        && m.total_tasks_completed == load(&answers.ok)
+        && m.total_tasks_completed + m.total_tasks_failed == m.total_tasks_arrived;
     let all_closed = opened == closed;
+    let money_kept = money == ACCOUNTS * OPENING_BALANCE;
+    let verdict = |ok: bool| if ok { "yes" } else { "NO" };
     println!(
-        "\nevery task answered exactly once: {}",
-        if one_answer_each { "yes" } else { "NO" }
+        "\nevery request answered exactly once: {}",
+        verdict(one_answer_each)
     );
     println!(
-        "every connection closed:          {}",
-        if all_closed { "yes" } else { "NO" }
+        "every connection closed:             {}",
+        verdict(all_closed)
+    );
+    println!(
+        "no money made or lost:               {}",
+        verdict(money_kept)
     );
     stopped?;
-    if !(one_answer_each && all_closed) {
+    if !(one_answer_each && all_closed && money_kept) {
         return Err("an invariant did not hold".into());
     }
     Ok(())
@@ -395,79 +543,89 @@ fn client_loop(
     submitted: &Submitted,
 ) {
     let mut rng = XorShift::new(client + 1);
-    let mut handles: Vec<TaskHandle<Reply, DbError>> = Vec::with_capacity(FAN_OUT);
+    let mut handles: Vec<TaskHandle<(i64, u32), DbError>> = Vec::with_capacity(FAN_OUT);
     for task in (client..tasks).step_by(CLIENTS as usize) {
-        let read = move |db: &mut Db, ctx: &TaskContext| db.query(task, ctx);
+        let read =
+            move |db: &mut Db, ctx: &TaskContext| Ok((db.balance(task, ctx)?, ctx.attempt()));
         let roll = rng.next() % 1000;
         // One queued task in ten is urgent (`run_task` does not queue, so has no priority).
         let priority = roll >= 5 && rng.next().is_multiple_of(10);
         if priority {
-            Submitted::add(&submitted.priority);
+            add(&submitted.priority);
         }
         match roll {
             // A few requests run right here, on a pooled connection.
             0..=4 => {
-                Submitted::add(&submitted.run_task);
-                answers.record(
-                    &manager.run_task(|db: &mut Db, ctx: &TaskContext| db.query(task, ctx)),
+                add(&submitted.run_task);
+                let r = manager.run_task(|db, ctx| db.balance(task, ctx));
+                answers.record(&r);
+            }
+            // Fire-and-forget transfers: at most once (money must not move twice), the answer
+            // arrives in a callback.
+            5..=249 => {
+                add(&submitted.callback);
+                add(&submitted.once);
+                let answers = answers.clone();
+                manager
+                    .task_once(move |db, ctx| Ok((db.transfer(task, ctx)?, ctx.attempt())))
+                    .with_priority(priority)
+                    .callback(move |r| {
+                        if let Ok((_, attempt)) = r {
+                            answers.ok_on(attempt);
+                        }
+                        answers.record(&r);
+                    });
+            }
+            // Fan-out reads with a deadline: collect handles, then wait for the whole batch.
+            250..=799 => {
+                add(&submitted.handle);
+                handles.push(
+                    manager
+                        .task(read)
+                        .with_priority(priority)
+                        .timeout(READ_DEADLINE)
+                        .spawn(),
                 );
-            }
-            // Fire-and-forget writes: at most once, the answer arrives in a callback.
-            5..=149 => {
-                Submitted::add(&submitted.callback);
-                Submitted::add(&submitted.once);
-                let answers = answers.clone();
-                let cb = move |r: Result<Reply, _>| answers.record(&r);
-                let write = move |db: &mut Db, ctx: &TaskContext| db.query(task, ctx);
-                if priority {
-                    manager.queue_task_with_priority_once_with_callback(write, cb);
-                } else {
-                    manager.queue_task_once_with_callback(write, cb);
-                }
-            }
-            // Retryable reads with a callback.
-            150..=549 => {
-                Submitted::add(&submitted.callback);
-                let answers = answers.clone();
-                let cb = move |r: Result<Reply, _>| answers.record(&r);
-                if priority {
-                    manager.queue_task_with_priority_with_callback(read, cb);
-                } else {
-                    manager.queue_task_with_callback(read, cb);
-                }
-            }
-            // Fan-out reads: collect handles, then wait for the whole batch.
-            550..=899 => {
-                Submitted::add(&submitted.handle);
-                handles.push(if priority {
-                    manager.queue_task_with_priority_async(read)
-                } else {
-                    manager.queue_task_async(read)
-                });
                 if handles.len() == FAN_OUT {
                     for h in handles.drain(..) {
-                        answers.record(&h.wait());
+                        record_read(answers, h.wait());
                     }
                 }
             }
             // Blocking lookups: this thread waits for the answer.
             _ => {
-                Submitted::add(&submitted.blocking);
-                answers.record(&if priority {
+                add(&submitted.blocking);
+                let r = if priority {
                     manager.queue_task_with_priority(read)
                 } else {
                     manager.queue_task(read)
-                });
+                };
+                record_read(answers, r);
             }
         }
     }
     for h in handles {
-        answers.record(&h.wait());
+        record_read(answers, h.wait());
     }
 }
 
-/// The demo's own panics are expected: print one line for those (tasker catches them and
-/// answers `TaskError::Panicked`); any other panic gets the default report.
+fn record_read(answers: &Answers, r: Result<(i64, u32), TaskError<DbError>>) {
+    if let Ok((_, attempt)) = r {
+        answers.ok_on(attempt);
+    }
+    answers.record(&r);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The live view.
+
+/// Panic lines waiting to be printed above the live view. A panic hook must not draw (it runs
+/// inside the panic, where indicatif's output may be held by the panicking thread), so it only
+/// queues the line; the sampler thread prints it.
+static PANIC_LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The demo's own panics are expected: one line each, printed above the live view (tasker
+/// catches them and answers `TaskError::Panicked`); any other panic gets the default report.
 fn quiet_simulated_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -475,54 +633,93 @@ fn quiet_simulated_panics() {
             Some(msg) if msg.starts_with(SIMULATED_BUG) => {
                 let thread = thread::current();
                 let line = format!("  [{}] panicked: {msg}", thread.name().unwrap_or("?"));
-                match LIVE.get() {
-                    // Above the live view, which would otherwise draw over it.
-                    Some(multi) if !multi.is_hidden() => {
-                        let _ = multi.println(line);
-                    }
-                    _ => println!("{line}"),
-                }
+                PANIC_LINES
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(line);
             }
             _ => default(info),
         }
     }));
 }
 
-/// The live view's bars; `LIVE` lets the panic hook print above them.
 #[derive(Clone)]
 struct LiveView {
+    multi: MultiProgress,
     progress: ProgressBar,
     status: ProgressBar,
 }
 
-static LIVE: OnceLock<MultiProgress> = OnceLock::new();
+impl LiveView {
+    /// Prints the queued panic lines above the bars (or plainly, when the bars are hidden).
+    fn print_pending(&self) {
+        let lines = std::mem::take(&mut *PANIC_LINES.lock().unwrap_or_else(|e| e.into_inner()));
+        for line in lines {
+            if self.multi.is_hidden() {
+                println!("{line}");
+            } else {
+                let _ = self.multi.println(line);
+            }
+        }
+    }
+}
 
-/// A progress bar of tasks answered and a three-line status under it. Drawn on stderr when it
-/// is a terminal, hidden otherwise (CI logs get the final table only).
+/// A progress bar of requests answered and a status under it. Drawn on stderr when it is a
+/// terminal, hidden otherwise (CI logs get the panic lines and the final table only).
 fn live_view(tasks: u64) -> LiveView {
-    let multi = LIVE.get_or_init(MultiProgress::new);
+    let multi = MultiProgress::new();
     let progress = multi.add(ProgressBar::new(tasks));
     progress.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40.cyan/blue}] {pos}/{len} answered ({per_sec})",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40.cyan/blue}] {pos}/{len} answered")
+            .expect("a valid template")
+            .progress_chars("=> "),
     );
     let status = multi.add(ProgressBar::new_spinner());
     status.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
-    LiveView { progress, status }
+    LiveView {
+        multi,
+        progress,
+        status,
+    }
+}
+
+/// The status under the bar: each line says what it counts and over what time.
+fn status_lines(s: &tasker::TaskStats, m: &TaskMetrics) -> String {
+    format!(
+        "workers      {} active: {} base + {} burst (at most {})\n\
+         queues       {} normal, {} priority; {} accepted without an answer yet\n\
+         {:<12} arrived {:.0}/s, ok {:.0}/s, errors {:.0}/s, retries {:.0}/s\n\
+         since start  run p50 {:.1?} p99 {:.1?}; queue wait p50 {:.1?} p99 {:.1?}\n\
+         connections  replaced {} broken, {} too old, {} used up, {} failed validation",
+        s.active_workers,
+        s.base_workers,
+        s.burst_workers,
+        s.max_workers,
+        s.queued_tasks,
+        s.priority_tasks,
+        s.pending_tasks,
+        format!("last {:.0?}", m.rate_window),
+        m.task_arrival_rate,
+        m.task_completion_rate,
+        m.task_failure_rate,
+        m.task_retry_rate,
+        m.p50_execution_time,
+        m.p99_execution_time,
+        m.p50_wait_time,
+        m.p99_wait_time,
+        m.total_resources_replaced,
+        m.resources_replaced_lifetime,
+        m.resources_replaced_uses,
+        m.resources_replaced_validation,
+    )
 }
 
 /// The final table of `metrics()`.
 fn print_metrics(m: &TaskMetrics) {
-    println!(
-        "\nmetrics() at the end (rates over the last {:?}):",
-        m.rate_window
-    );
+    println!("\nmetrics() at the end");
     println!(
         "  {:<22} {:>12} {:>12} {:>12} {:>12}",
-        "", "p50", "p99", "p99.9", "max"
+        "since start", "p50", "p99", "p99.9", "max"
     );
     println!(
         "  {:<22} {:>12.1?} {:>12.1?} {:>12.1?} {:>12.1?}",
@@ -537,8 +734,17 @@ fn print_metrics(m: &TaskMetrics) {
         "queue wait", m.p50_wait_time, m.p99_wait_time, m.p999_wait_time, m.max_wait_time
     );
     println!(
-        "  {:<22} arrivals {:.0}/s, completions {:.0}/s, failures {:.0}/s, retries {:.0}/s",
-        "rates",
+        "  {:<22} ok {}, ended with an error {} (panicked {}), retried {}; {:.2}% ok",
+        "totals",
+        m.total_tasks_completed,
+        m.total_tasks_failed,
+        m.total_tasks_panicked,
+        m.total_tasks_retried,
+        m.success_rate * 100.0
+    );
+    println!(
+        "  {:<22} arrived {:.0}/s, ok {:.0}/s, errors {:.0}/s, retries {:.0}/s",
+        format!("rates, last {:.0?}", m.rate_window),
         m.task_arrival_rate,
         m.task_completion_rate,
         m.task_failure_rate,

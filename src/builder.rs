@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::metrics::collector::MetricsCollector;
 use crate::metrics::window;
 use crate::observe::Observer;
+use crate::recycle::{Age, Recycle, ValidateFn};
 use crate::resource_pool::{CreateError, CreateFn, DestroyFn, HealthFn, Hooks, ResourcePool};
 use crate::scheduler::Queues;
 use crate::scheduler::capacity::Capacity;
@@ -62,6 +63,10 @@ pub struct Builder<R, E> {
     logger: Box<dyn Logger>,
     keep_burst_resources: bool,
     burst_keep_alive: Duration,
+    max_lifetime: Option<Duration>,
+    max_uses: Option<u64>,
+    validate: Option<Box<ValidateFn<R>>>,
+    validate_after_idle: Duration,
 }
 
 /// Shows the settings; the hooks, collector and logger are shown only as set or not.
@@ -125,6 +130,10 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             logger: Box::new(TracingLogger),
             keep_burst_resources: false,
             burst_keep_alive: Duration::from_secs(1),
+            max_lifetime: None,
+            max_uses: None,
+            validate: None,
+            validate_after_idle: Duration::from_secs(1),
         }
     }
 
@@ -262,7 +271,106 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
         self
     }
 
-    fn validate(&self) -> Result<usize, BuildError<E>> {
+    /// Replaces a resource older than `lifetime` before its next task (measured from the
+    /// `on_create` that made it). Must be non-zero. Default: no limit.
+    ///
+    /// Applied between tasks on the worker's own thread, never while a task runs, and when
+    /// [`TaskManager::run_task`] takes a resource from its pool. Each replacement is counted
+    /// in [`TaskMetrics::resources_replaced_lifetime`](crate::TaskMetrics) and reported as a
+    /// [`WorkerEvent::ResourceRecycled`](crate::WorkerEvent::ResourceRecycled).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tasker::{BuildError, TaskManager};
+    ///
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<u32, std::io::Error>(0))
+    ///     .worker_count(1)
+    ///     .resource_max_lifetime(Duration::from_secs(30 * 60))
+    ///     .build()?;
+    /// manager.stop()?;
+    ///
+    /// let zero = TaskManager::builder()
+    ///     .on_create(|| Ok::<u32, std::io::Error>(0))
+    ///     .resource_max_lifetime(Duration::ZERO)
+    ///     .build();
+    /// assert!(matches!(zero, Err(BuildError::ZeroResourceLifetime)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resource_max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Replaces a resource after `uses` tasks ran on it, before the next one. Must be > 0.
+    /// Default: no limit. Applied as [`resource_max_lifetime`](Self::resource_max_lifetime)
+    /// is; counted in `resources_replaced_uses`.
+    ///
+    /// ```
+    /// use tasker::TaskManager;
+    ///
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<u32, std::io::Error>(0))
+    ///     .worker_count(1)
+    ///     .resource_max_uses(2)
+    ///     .build()?;
+    /// for _ in 0..3 {
+    ///     // Each resource serves two tasks: the third runs on a new one.
+    ///     manager.queue_task(|uses, _| {
+    ///         *uses += 1;
+    ///         Ok(*uses)
+    ///     })?;
+    /// }
+    /// assert_eq!(manager.metrics().resources_replaced_uses, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resource_max_uses(mut self, uses: u64) -> Self {
+        self.max_uses = Some(uses);
+        self
+    }
+
+    /// Checks a resource that sat idle for at least
+    /// [`validate_after_idle`](Self::validate_after_idle) before a task runs on it (a cheap
+    /// query such as `SELECT 1`). `false`, or a panic, destroys it and makes a new one first,
+    /// so a task never sees a resource that failed validation. A resource no task ran on yet
+    /// was just made and is not validated. Called on the thread that holds the resource: the
+    /// worker's, or `run_task`'s caller at checkout. Default: none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tasker::TaskManager;
+    ///
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<Vec<u8>, std::io::Error>(Vec::new()))
+    ///     .worker_count(1)
+    ///     // A "connection" that holds a byte is stale.
+    ///     .validate(|conn| conn.is_empty())
+    ///     .validate_after_idle(Duration::ZERO)
+    ///     .build()?;
+    /// manager.queue_task(|conn, _| Ok(conn.push(1)))?;
+    /// // Validated before this task: rejected, replaced by an empty one.
+    /// let len = manager.queue_task(|conn, _| Ok(conn.len()))?;
+    /// assert_eq!(len, 0);
+    /// assert_eq!(manager.metrics().resources_replaced_validation, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn validate<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&mut R) -> bool + Send + Sync + 'static,
+    {
+        self.validate = Some(Box::new(f));
+        self
+    }
+
+    /// How long a resource must sit idle (since its last task ended) before
+    /// [`validate`](Self::validate) checks it. `Duration::ZERO`: before every task but a fresh
+    /// resource's first. Default: 1 s.
+    pub fn validate_after_idle(mut self, idle: Duration) -> Self {
+        self.validate_after_idle = idle;
+        self
+    }
+
+    fn check(&self) -> Result<usize, BuildError<E>> {
         if self.on_create.is_none() {
             return Err(BuildError::MissingOnCreate);
         }
@@ -321,6 +429,12 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
         if self.thread_name_prefix.contains('\0') {
             return Err(BuildError::InvalidThreadName);
         }
+        if self.max_lifetime == Some(Duration::ZERO) {
+            return Err(BuildError::ZeroResourceLifetime);
+        }
+        if self.max_uses == Some(0) {
+            return Err(BuildError::ZeroResourceUses);
+        }
         Ok(max)
     }
 
@@ -329,7 +443,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
     /// Returns once every base worker holds its resource; if any `on_create` fails, destroys
     /// everything already made and returns the error.
     pub fn build(self) -> Result<TaskManager<R, E>, BuildError<E>> {
-        let max_workers = self.validate()?;
+        let max_workers = self.check()?;
         let base = self.worker_count;
         let n = max_workers;
         let hooks = Hooks {
@@ -343,11 +457,17 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             self.collector,
             &self.thread_name_prefix,
         );
+        let recycle = Recycle::new(
+            self.max_lifetime,
+            self.max_uses,
+            self.validate,
+            self.validate_after_idle,
+        );
         // The run_task pool, made on this thread.
         let pool = ResourcePool::new();
         for _ in 0..self.resource_pool_size.unwrap_or(base) {
             match hooks.create() {
-                Ok(r) => pool.put(r),
+                Ok(r) => pool.put(r, Age::new(metrics.now())),
                 Err(e) => {
                     let observer = Observer {
                         metrics: &metrics,
@@ -373,6 +493,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             lifecycle: Lifecycle::new(),
             capacity: self.queue_capacity.map(|n| Arc::new(Capacity::new(n))),
             hooks,
+            recycle,
             pool,
             max_retries: self.max_retries,
             cancelled: Arc::new(AtomicBool::new(false)),

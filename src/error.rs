@@ -38,6 +38,12 @@ pub enum TaskError<E> {
     /// waiting on a task only a worker can run), so it is refused instead. Use a callback or
     /// handle delivery, or `run_task`, from inside tasks.
     WouldDeadlock,
+    /// The task was not started by the deadline it was submitted with
+    /// ([`TaskBuilder::deadline`](crate::TaskBuilder::deadline) or
+    /// [`timeout`](crate::TaskBuilder::timeout)): it never ran. Also the answer when the
+    /// deadline was already past at submission, or passed while a blocking submission waited
+    /// for room in a bounded queue.
+    DeadlineExceeded,
 }
 
 impl<E> TaskError<E> {
@@ -65,6 +71,9 @@ impl<E: fmt::Display> fmt::Display for TaskError<E> {
             TaskError::WouldDeadlock => f.write_str(
                 "blocking submission from inside a task of the same manager (would deadlock)",
             ),
+            TaskError::DeadlineExceeded => {
+                f.write_str("task not started by its deadline; it never ran")
+            }
         }
     }
 }
@@ -126,6 +135,10 @@ pub enum BuildError<E> {
     ZeroStackSize,
     /// `thread_name_prefix` contained a NUL byte (thread names cannot).
     InvalidThreadName,
+    /// `resource_max_lifetime` was zero (every resource would be replaced before each task).
+    ZeroResourceLifetime,
+    /// `resource_max_uses` was 0 (no task could ever run on a resource).
+    ZeroResourceUses,
     /// `on_create` failed while making the initial resources. Everything already made was
     /// destroyed before `build` returned.
     ResourceCreation(E),
@@ -172,6 +185,10 @@ impl<E: fmt::Display> fmt::Display for BuildError<E> {
             BuildError::InvalidThreadName => {
                 f.write_str("thread_name_prefix must not contain a NUL byte")
             }
+            BuildError::ZeroResourceLifetime => {
+                f.write_str("resource_max_lifetime must be non-zero")
+            }
+            BuildError::ZeroResourceUses => f.write_str("resource_max_uses must be greater than 0"),
             BuildError::ResourceCreation(e) => write!(f, "on_create failed: {e}"),
             BuildError::ResourceCreationPanicked { message } => {
                 write!(f, "on_create panicked: {message}")

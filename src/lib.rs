@@ -71,10 +71,12 @@ mod log;
 mod manager;
 mod metrics;
 mod observe;
+mod recycle;
 mod resource_pool;
 mod scheduler;
 mod shared;
 mod slot;
+mod submit;
 mod sync;
 mod task;
 mod unwind;
@@ -94,6 +96,8 @@ pub use metrics::collector::{
     MetricsCollector, NoopCollector, TaskLifecycle, TaskOutcome, WorkerEvent,
 };
 pub use metrics::{TaskMetrics, TaskStats};
+pub use recycle::ReplaceReason;
+pub use submit::TaskBuilder;
 pub use task::TaskContext;
 
 /// The README's code blocks run as doctests, so the quickstart cannot drift.

@@ -1,5 +1,6 @@
 //! [`TaskManager`]: every public submit and run method, funnelled into one enqueue path
-//! ([`TaskManager::submit`]), plus shutdown and snapshots.
+//! ([`TaskManager::enqueue`], through the submission builder in `submit`), plus shutdown and
+//! snapshots.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -13,12 +14,15 @@ use crate::lifecycle::{Admitted, Finished};
 use crate::metrics::collector::TaskOutcome;
 use crate::metrics::{TaskMetrics, TaskStats};
 use crate::observe::{Event, Site, TaskEnd};
+use crate::recycle::Age;
 use crate::resource_pool::CreateError;
 use crate::scheduler::Queued;
+use crate::scheduler::capacity::Reserve;
 use crate::shared::Shared;
+use crate::submit::TaskBuilder;
 use crate::sync::thread::JoinHandle;
 use crate::sync::{Arc, AtomicBool, AtomicU32, Mutex, Ordering};
-use crate::task::{self, Body, JobRef, Many, Once, TaskContext};
+use crate::task::{JobRef, TaskContext};
 use crate::unwind;
 
 const RUNNING: u32 = 0;
@@ -177,21 +181,44 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         }
     }
 
-    /// The state the workers share, for the loom models (which act as the burst controller).
-    #[cfg(loom)]
+    /// What the clones share, for the submission builder (`submit`) and the loom models
+    /// (which act as the burst controller).
+    #[inline]
     pub(crate) fn shared(&self) -> &Shared<R, E> {
         &self.inner.shared
     }
 
-    /// The one enqueue path: admission (queue room, then the shutdown gate), then one task
-    /// cell pushed to an injector. A refused task is answered here, on the caller's thread.
-    fn submit(&self, job: JobRef<R, E>, priority: bool, blocking: bool) {
+    /// The one enqueue path: the deadline, admission (queue room, then the shutdown gate),
+    /// then one task cell pushed to an injector. A refused task is answered here, on the
+    /// caller's thread.
+    pub(crate) fn enqueue(
+        &self,
+        job: JobRef<R, E>,
+        priority: bool,
+        blocking: bool,
+        deadline: Option<Instant>,
+    ) {
         let shared = &*self.inner.shared;
+        if let Some(at) = deadline {
+            // Check (1) of `submit`'s deadlines.
+            if Instant::now() >= at {
+                return self.refused(job, TaskError::DeadlineExceeded);
+            }
+            job.set_deadline(deadline);
+        }
         if let Some(cap) = &shared.capacity {
-            let reserved = if blocking {
-                cap.reserve_blocking(|| shared.lifecycle.is_closed())
-            } else {
-                cap.try_reserve()
+            let closed = || shared.lifecycle.is_closed();
+            let reserved = match (blocking, deadline) {
+                (false, _) => cap.try_reserve(),
+                (true, None) => cap.reserve_blocking(closed),
+                // Check (2).
+                (true, Some(at)) => match cap.reserve_until(closed, at) {
+                    Reserve::Reserved => true,
+                    Reserve::Closed => false,
+                    Reserve::DeadlinePassed => {
+                        return self.refused(job, TaskError::DeadlineExceeded);
+                    }
+                },
             };
             if !reserved {
                 let error = if shared.lifecycle.is_closed() {
@@ -228,51 +255,62 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         job.fail(error).report(&self.inner.shared.observer());
     }
 
-    fn submit_blocking<T, B>(&self, body: B, priority: bool) -> Result<T, TaskError<E>>
+    // ----- the submission builder -----
+
+    /// Starts a submission of a re-runnable task (retried after unhealthy errors), to which
+    /// options are added ([`priority`](TaskBuilder::priority),
+    /// [`deadline`](TaskBuilder::deadline), [`timeout`](TaskBuilder::timeout)) before one
+    /// delivery submits it: [`wait`](TaskBuilder::wait), [`spawn`](TaskBuilder::spawn) or
+    /// [`callback`](TaskBuilder::callback). The `queue_task*` methods are shorthands for it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tasker::TaskManager;
+    ///
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<Vec<u32>, std::io::Error>(Vec::new()))
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// let handle = manager
+    ///     .task(|log, _| {
+    ///         log.push(7);
+    ///         Ok(log.len())
+    ///     })
+    ///     .timeout(Duration::from_secs(1))
+    ///     .spawn();
+    /// assert_eq!(handle.wait()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn task<T, F>(&self, f: F) -> TaskBuilder<'_, R, E, F>
     where
-        T: Send + 'static,
-        B: Body<R, E, T>,
+        F: FnMut(&mut R, &TaskContext) -> Result<T, E>,
     {
-        if self.inner.shared.is_current_worker() {
-            return Err(TaskError::WouldDeadlock);
-        }
-        let shared = &*self.inner.shared;
-        let (job, handle) = task::with_handle(
-            body,
-            priority,
-            shared.metrics.now(),
-            shared.capacity.clone(),
-            shared.id(),
-        );
-        self.submit(job, priority, true);
-        handle.wait()
+        TaskBuilder::new(self, f)
     }
 
-    fn submit_async<T, B>(&self, body: B, priority: bool) -> TaskHandle<T, E>
+    /// Starts a submission of an at-most-once task (`FnOnce`: never re-run), as
+    /// [`task`](Self::task) does.
+    ///
+    /// ```
+    /// use tasker::TaskManager;
+    ///
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<u32, std::io::Error>(0))
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// let token = String::from("charge card 42");
+    /// let done = manager
+    ///     .task_once(move |_, _| Ok(token))
+    ///     .priority()
+    ///     .wait()?;
+    /// assert_eq!(done, "charge card 42");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn task_once<T, F>(&self, f: F) -> TaskBuilder<'_, R, E, F, true>
     where
-        T: Send + 'static,
-        B: Body<R, E, T>,
+        F: FnOnce(&mut R, &TaskContext) -> Result<T, E>,
     {
-        let shared = &*self.inner.shared;
-        let (job, handle) = task::with_handle(
-            body,
-            priority,
-            shared.metrics.now(),
-            shared.capacity.clone(),
-            shared.id(),
-        );
-        self.submit(job, priority, false);
-        handle
-    }
-
-    fn submit_callback<T, B, C>(&self, body: B, cb: C, priority: bool)
-    where
-        T: Send + 'static,
-        B: Body<R, E, T>,
-        C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
-    {
-        let job = task::with_callback(body, cb, priority, self.inner.shared.metrics.now());
-        self.submit(job, priority, false);
+        TaskBuilder::new(self, f)
     }
 
     // ----- blocking deliveries -----
@@ -286,7 +324,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
     {
-        self.submit_blocking(Many(f), false)
+        self.task(f).wait()
     }
 
     /// Like [`queue_task`](Self::queue_task), on the priority queue: it starts before every
@@ -300,7 +338,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
     {
-        self.submit_blocking(Many(f), true)
+        self.task(f).priority().wait()
     }
 
     /// Like [`queue_task`](Self::queue_task), but runs at most once: never retried.
@@ -309,7 +347,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
     {
-        self.submit_blocking(Once(Some(f)), false)
+        self.task_once(f).wait()
     }
 
     /// Priority and at most once.
@@ -318,7 +356,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
     {
-        self.submit_blocking(Once(Some(f)), true)
+        self.task_once(f).priority().wait()
     }
 
     // ----- callback deliveries -----
@@ -331,7 +369,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
         C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
     {
-        self.submit_callback(Many(f), cb, false);
+        self.task(f).callback(cb);
     }
 
     /// Priority, with a callback.
@@ -341,7 +379,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
         C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
     {
-        self.submit_callback(Many(f), cb, true);
+        self.task(f).priority().callback(cb);
     }
 
     /// At most once, with a callback.
@@ -351,7 +389,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
         C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
     {
-        self.submit_callback(Once(Some(f)), cb, false);
+        self.task_once(f).callback(cb);
     }
 
     /// Priority, at most once, with a callback.
@@ -361,7 +399,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
         C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
     {
-        self.submit_callback(Once(Some(f)), cb, true);
+        self.task_once(f).priority().callback(cb);
     }
 
     // ----- handle deliveries -----
@@ -372,7 +410,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
     {
-        self.submit_async(Many(f), false)
+        self.task(f).spawn()
     }
 
     /// Priority, with a handle.
@@ -381,7 +419,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         F: FnMut(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
     {
-        self.submit_async(Many(f), true)
+        self.task(f).priority().spawn()
     }
 
     /// At most once, with a handle.
@@ -390,7 +428,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
     {
-        self.submit_async(Once(Some(f)), false)
+        self.task_once(f).spawn()
     }
 
     /// Priority, at most once, with a handle.
@@ -399,7 +437,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         T: Send + 'static,
         F: FnOnce(&mut R, &TaskContext) -> Result<T, E> + Send + 'static,
     {
-        self.submit_async(Once(Some(f)), true)
+        self.task_once(f).priority().spawn()
     }
 
     // ----- run now -----
@@ -649,10 +687,10 @@ where
         };
         observer.observe(Event::Ended(end), None);
     };
-    let (mut resource, pooled) = match shared.pool.take() {
-        Some(r) => (r, true),
+    let (mut resource, mut age, pooled) = match checkout(shared) {
+        Some((r, age)) => (r, age, true),
         None => match shared.hooks.create() {
-            Ok(r) => (r, false),
+            Ok(r) => (r, Age::new(metrics.now()), false),
             Err(e) => {
                 // The body never runs: dropping it is user code too.
                 observer.caught(Site::Drop("a task closure"), unwind::drop_quietly(f));
@@ -681,14 +719,17 @@ where
         Ran::Panicked(message) => (TaskOutcome::Panicked, Err(TaskError::Panicked { message })),
     };
     ended(started_at, outcome);
+    if pooled && shared.recycle.is_active() {
+        age.used(metrics.now());
+    }
     match (broken, pooled) {
-        (None, true) => shared.pool.put(resource),
+        (None, true) => shared.pool.put(resource, age),
         (None, false) => shared.hooks.destroy(resource, &observer),
         (Some(panicked), pooled) => {
             attempt::destroy_broken(&shared.hooks, &observer, resource, None, panicked, None);
             if pooled {
                 match shared.hooks.create() {
-                    Ok(r) => shared.pool.put(r),
+                    Ok(r) => shared.pool.put(r, Age::new(metrics.now())),
                     Err(e) => {
                         observer.observe(Event::PoolRefillFailed, None);
                         if let CreateError::Failed(e) = e {
@@ -701,4 +742,37 @@ where
         }
     }
     result
+}
+
+/// Takes a resource from `run_task`'s pool, applying the lifecycle policy (see `recycle`): a
+/// resource it retires is destroyed and a new one made in its place. `None`: the pool is
+/// empty, or the replacement could not be made (the pool shrinks by one; the caller then
+/// makes a temporary resource as for an empty pool).
+fn checkout<R, E>(shared: &Shared<R, E>) -> Option<(R, Age)> {
+    let (mut resource, age) = shared.pool.take()?;
+    let observer = shared.observer();
+    let Some(reason) = shared
+        .recycle
+        .due(&mut resource, &age, || shared.metrics.now(), &observer)
+    else {
+        return Some((resource, age));
+    };
+    observer.observe(
+        Event::Recycled {
+            worker: None,
+            reason,
+        },
+        None,
+    );
+    shared.hooks.destroy(resource, &observer);
+    match shared.hooks.create() {
+        Ok(r) => Some((r, Age::new(shared.metrics.now()))),
+        Err(e) => {
+            observer.observe(Event::PoolRefillFailed, None);
+            if let CreateError::Failed(e) = e {
+                observer.caught(Site::Drop("on_create's error"), unwind::drop_quietly(e));
+            }
+            None
+        }
+    }
 }

@@ -20,6 +20,7 @@ use crate::clock::Stamp;
 use crate::log::Logger;
 use crate::metrics::collector::{MetricsCollector, TaskLifecycle, TaskOutcome, WorkerEvent};
 use crate::metrics::{Ended, Metrics, Tally};
+use crate::recycle::ReplaceReason;
 use crate::unwind;
 
 /// One attempt of a task ended: its terminal outcome, or [`TaskOutcome::Retried`].
@@ -50,6 +51,8 @@ pub(crate) enum Site {
     Drop(&'static str),
     /// The [`MetricsCollector`].
     Collector,
+    /// `validate` (the resource then counts as invalid and is replaced).
+    Validate,
 }
 
 /// Everything tasker reports, each handed to [`Observer::observe`] once.
@@ -64,6 +67,12 @@ pub(crate) enum Event<'a> {
     Replaced {
         worker: Option<usize>,
         panicked: bool,
+    },
+    /// A healthy resource was destroyed by the lifecycle policy (see `recycle`) before its
+    /// next task: a worker's, or (`worker: None`) one of `run_task`'s pool.
+    Recycled {
+        worker: Option<usize>,
+        reason: ReplaceReason,
     },
     /// `on_create` failed for a worker: it retries in `retry_in`, or (`None`) it was a burst
     /// slot activating, which stays parked.
@@ -133,6 +142,16 @@ impl Observer<'_> {
                     c.record_worker_event(match worker {
                         Some(worker) => WorkerEvent::ResourceReplaced { worker },
                         None => WorkerEvent::PoolResourceReplaced,
+                    })
+                });
+                self.log(&event);
+            }
+            Event::Recycled { worker, reason } => {
+                metrics.recycled(own, reason);
+                self.collect(|c| {
+                    c.record_worker_event(match worker {
+                        Some(worker) => WorkerEvent::ResourceRecycled { worker, reason },
+                        None => WorkerEvent::PoolResourceRecycled { reason },
                     })
                 });
                 self.log(&event);
@@ -242,6 +261,21 @@ fn line(event: &Event<'_>) -> Option<(Level, String)> {
                 format!("{whose}: resource broken ({why}); destroying it and making a new one"),
             )
         }
+        Event::Recycled { worker, reason } => {
+            let whose = match worker {
+                Some(w) => format!("worker {w}"),
+                None => "run_task pool".to_owned(),
+            };
+            let why = match reason {
+                ReplaceReason::Lifetime => "it reached resource_max_lifetime",
+                ReplaceReason::Uses => "it reached resource_max_uses",
+                ReplaceReason::Validation => "validate rejected it after idling",
+            };
+            (
+                Level::Info,
+                format!("{whose}: replacing the resource before its next task ({why})"),
+            )
+        }
         Event::CreateFailed {
             worker,
             panic,
@@ -289,6 +323,10 @@ fn line(event: &Event<'_>) -> Option<(Level, String)> {
             Site::Collector => (
                 Level::Error,
                 format!("the metrics collector panicked ({message}); caught"),
+            ),
+            Site::Validate => (
+                Level::Warn,
+                format!("validate panicked ({message}); replacing the resource"),
             ),
         },
         Event::PinFailed { worker, core } => (

@@ -1,6 +1,7 @@
 //! Resources kept for `run_task`, and the user's resource hooks.
 
 use crate::observe::{Event, Observer, Site};
+use crate::recycle::Age;
 use crate::sync::deque::{Injector, Steal};
 use crate::unwind::{self, PanicMessage};
 
@@ -62,9 +63,9 @@ impl<R, E> Hooks<R, E> {
     }
 }
 
-/// Idle resources for `run_task`: a lock-free queue.
+/// Idle resources for `run_task`, each with its [`Age`]: a lock-free queue.
 pub(crate) struct ResourcePool<R> {
-    idle: Injector<R>,
+    idle: Injector<(R, Age)>,
 }
 
 impl<R> ResourcePool<R> {
@@ -74,7 +75,7 @@ impl<R> ResourcePool<R> {
         }
     }
 
-    pub(crate) fn take(&self) -> Option<R> {
+    pub(crate) fn take(&self) -> Option<(R, Age)> {
         loop {
             match self.idle.steal() {
                 Steal::Success(r) => return Some(r),
@@ -84,8 +85,8 @@ impl<R> ResourcePool<R> {
         }
     }
 
-    pub(crate) fn put(&self, resource: R) {
-        self.idle.push(resource);
+    pub(crate) fn put(&self, resource: R, age: Age) {
+        self.idle.push((resource, age));
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -94,7 +95,7 @@ impl<R> ResourcePool<R> {
 
     /// Destroys every idle resource. Each is taken once, so concurrent drains are safe.
     pub(crate) fn drain<E>(&self, hooks: &Hooks<R, E>, observer: &Observer<'_>) {
-        while let Some(r) = self.take() {
+        while let Some((r, _)) = self.take() {
             hooks.destroy(r, observer);
         }
     }

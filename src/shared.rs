@@ -12,6 +12,7 @@ use crate::log::Logger;
 use crate::metrics::collector::TaskOutcome;
 use crate::metrics::{Metrics, TaskStats, WorkerMetrics};
 use crate::observe::{Event, Observer, TaskEnd};
+use crate::recycle::Recycle;
 use crate::resource_pool::{Hooks, ResourcePool};
 use crate::scheduler::capacity::Capacity;
 use crate::scheduler::sleep::Sleep;
@@ -39,6 +40,8 @@ pub(crate) struct Shared<R, E> {
     pub(crate) lifecycle: Lifecycle,
     pub(crate) capacity: Option<Arc<Capacity>>,
     pub(crate) hooks: Hooks<R, E>,
+    /// The lifecycle knobs (see `recycle`).
+    pub(crate) recycle: Recycle<R>,
     pub(crate) pool: ResourcePool<R>,
     pub(crate) max_retries: u32,
     /// Read by every `TaskContext::is_cancelled`; set by `kill`.

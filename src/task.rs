@@ -30,6 +30,7 @@
 
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
+use std::time::Instant;
 
 use crate::clock::Stamp;
 use crate::completion::{AsSlot, CallbackPort, Caught, Claim, Delivered, Port, Slot};
@@ -54,6 +55,7 @@ use crate::unwind;
 #[derive(Debug)]
 pub struct TaskContext {
     attempt: u32,
+    deadline: Option<Instant>,
     cancelled: Arc<AtomicBool>,
 }
 
@@ -61,6 +63,7 @@ impl TaskContext {
     pub(crate) fn new(cancelled: Arc<AtomicBool>) -> Self {
         TaskContext {
             attempt: 0,
+            deadline: None,
             cancelled,
         }
     }
@@ -77,6 +80,35 @@ impl TaskContext {
     /// Which run this is: 1 on the first, 2 on the first retry, and so on.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// The deadline the task was submitted with ([`TaskBuilder::deadline`] or
+    /// [`timeout`](crate::TaskBuilder::timeout)), if any. It bounded when the task could
+    /// start; once started, a task runs to its end, and may read this to give up early.
+    ///
+    /// [`TaskBuilder::deadline`]: crate::TaskBuilder::deadline
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tasker::TaskManager;
+    ///
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// let left = manager
+    ///     .task(|_, ctx| Ok(ctx.deadline().is_some()))
+    ///     .timeout(Duration::from_secs(60))
+    ///     .wait()?;
+    /// assert!(left);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 }
 
@@ -140,6 +172,10 @@ trait Job<R, E>: Send + Sync {
     fn queued_at(&self) -> Stamp;
     /// Whether it was submitted with priority.
     fn priority(&self) -> bool;
+    /// The latest start it was submitted with, if any.
+    fn deadline(&self) -> Option<Instant>;
+    /// Sets it (at submission, before the task is queued).
+    fn set_deadline(&self, deadline: Option<Instant>);
 }
 
 /// What the queues carry: the unique reference through which a task is run and answered.
@@ -211,6 +247,14 @@ impl<R, E> JobRef<R, E> {
     pub(crate) fn priority(&self) -> bool {
         self.job().priority()
     }
+    #[inline]
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.job().deadline()
+    }
+    #[inline]
+    pub(crate) fn set_deadline(&self, deadline: Option<Instant>) {
+        self.job().set_deadline(deadline)
+    }
 }
 
 /// The safety net: every path of the worker and the manager delivers and then
@@ -234,6 +278,9 @@ struct TaskCell<B, P, T, E> {
     body: UnsafeCell<Option<B>>,
     /// Runs so far. Touched only by the `JobRef` holder.
     attempts: UnsafeCell<u32>,
+    /// The latest start (see `submit`); `None`: no deadline. Set by the submitter before the
+    /// task is queued, read by the worker: touched only by the `JobRef` holder.
+    deadline: UnsafeCell<Option<Instant>>,
     /// The bounded queue's room, for a handle task of a bounded manager: a successful cancel
     /// gives the task's place back (the worker then will not).
     room: Option<Arc<Capacity>>,
@@ -266,6 +313,7 @@ impl<B, P, T, E> TaskCell<B, P, T, E> {
             attempts: UnsafeCell::new(0),
             room,
             owner,
+            deadline: UnsafeCell::new(None),
             port,
             priority,
             queued_at,
@@ -372,6 +420,19 @@ where
     #[inline]
     fn priority(&self) -> bool {
         self.priority
+    }
+    #[inline]
+    fn deadline(&self) -> Option<Instant> {
+        // SAFETY: called through the unique `JobRef`, whose holder alone touches `deadline`.
+        self.deadline.with(|d| unsafe { *d })
+    }
+    #[inline]
+    fn set_deadline(&self, deadline: Option<Instant>) {
+        self.deadline.with_mut(|d| {
+            // SAFETY: called through the unique `JobRef` (before it is queued), whose holder
+            // alone touches `deadline`.
+            unsafe { *d = deadline }
+        })
     }
 }
 

@@ -12,8 +12,11 @@
 //!    `Cancelled`, even when `kill` has begun since; the cancel already dropped its closure
 //!    and gave its queue place back).
 //! 2. A fresh task gives its queue place back (bounded queues).
-//! 3. After `kill`, the task is resolved `Killed` unrun.
-//! 4. Run it against the resource, catching a panic.
+//! 3. After `kill`, the task is resolved `Killed` unrun; a fresh task past its deadline is
+//!    resolved `DeadlineExceeded` unrun (see `submit`).
+//! 4. The lifecycle policy (see `recycle`): a resource too old, used enough, or idle and
+//!    rejected by `validate` is destroyed and a new one made (with the usual backoff) before
+//!    the task runs. Then run it against the resource, catching a panic.
 //! 5. `Ok`: delivered inside `run`. `Err(e)` with `check_health(&e)`: delivered as `Failed`.
 //!    `Err(e)` unhealthy, or a panic: the resource is destroyed (and re-made at the top of the
 //!    loop); a re-runnable task with attempts left is pushed to the priority injector, keeping
@@ -37,7 +40,7 @@
 //! escapes to the worker loop is a bug in this crate: its invariants can no longer be trusted,
 //! so the process aborts ([`AbortOnUnwind`]) rather than leave submitters waiting forever.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::attempt::{self, Ran};
 use crate::clock::Stamp;
@@ -46,6 +49,7 @@ use crate::error::TaskError;
 use crate::metrics::collector::TaskOutcome;
 use crate::metrics::recorder::LocalRecorder;
 use crate::observe::{Event, Site, TaskEnd};
+use crate::recycle::{Age, ReplaceReason};
 use crate::resource_pool::CreateError;
 use crate::scheduler::Queued;
 use crate::scheduler::sleep::Slept;
@@ -123,6 +127,7 @@ pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
         index: init.index,
         local: init.local,
         resource: None,
+        age: Age::new(0),
         recorder: LocalRecorder::new(),
         last_clock: None,
         burst: init.burst,
@@ -151,6 +156,9 @@ struct WorkerLoop<'a, R, E> {
     index: usize,
     local: Worker<Queued<R, E>>,
     resource: Option<R>,
+    /// The resource's history, for the lifecycle policy (meaningless while `resource` is
+    /// `None`; reset by `set_resource`).
+    age: Age,
     ctx: TaskContext,
     recorder: LocalRecorder,
     /// The last clock read, while it can still serve as "now" (no search since).
@@ -214,7 +222,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
             if self.park_requested() {
                 return RunEnd::Park;
             }
-            if self.resource.is_none() && !self.make_resource() {
+            if self.resource.is_none() && !self.make_resource(false) {
                 if self.shared.lifecycle.is_drained() {
                     return RunEnd::Exit;
                 }
@@ -389,6 +397,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let attempt = job.attempts();
         let delivered = match outcome {
             TaskOutcome::Killed => job.fail(TaskError::Killed),
+            TaskOutcome::DeadlineExceeded => job.fail(TaskError::DeadlineExceeded),
             // The handle already holds `Cancelled` and dropped the closure.
             _ => job.release(),
         };
@@ -417,10 +426,26 @@ impl<R, E> WorkerLoop<'_, R, E> {
             shared.finish(ticket);
             return;
         }
+        // Step 3b: a fresh task not started by its deadline never runs (see `submit`).
+        if job.attempts() == 0
+            && let Some(deadline) = job.deadline()
+            && Instant::now() >= deadline
+        {
+            self.resolve_unrun(job, TaskOutcome::DeadlineExceeded);
+            shared.finish(ticket);
+            return;
+        }
         // Step 4.
+        if !self.recycle_if_due() {
+            // Killed while making the replacement.
+            self.resolve_unrun(job, TaskOutcome::Killed);
+            shared.finish(ticket);
+            return;
+        }
         let seen = Seen::of(&job);
         let attempt = job.begin_attempt();
         self.ctx.set_attempt(attempt);
+        self.ctx.set_deadline(job.deadline());
         // The read that ended the previous task stands for "now". Either way a task starts no
         // earlier than it was queued: that read may predate the queueing, and two cores'
         // time-stamp counters may disagree by a little.
@@ -437,6 +462,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let observer = shared.observer();
         let ran = Ran::run(&shared.hooks, &observer, resource, |r| job.run(r, ctx));
         let finished_at = shared.metrics.now().max(started_at);
+        self.age.used(finished_at);
         let exec_nanos = finished_at - started_at;
         let wait_nanos = started_at.saturating_sub(seen.queued_at);
         if shared.bursting {
@@ -493,6 +519,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
 
     fn set_resource(&mut self, resource: R) {
         self.resource = Some(resource);
+        self.age = Age::new(self.shared.metrics.now());
         self.slot.active.store(true, Ordering::Relaxed);
     }
 
@@ -520,6 +547,47 @@ impl<R, E> WorkerLoop<'_, R, E> {
         }
     }
 
+    /// Step 4's lifecycle policy: replaces the resource first if a knob says so. `false`:
+    /// the manager was killed while the replacement was being made (no resource now).
+    #[inline]
+    fn recycle_if_due(&mut self) -> bool {
+        let shared = self.shared;
+        if !shared.recycle.is_active() {
+            return true;
+        }
+        let Some(resource) = self.resource.as_mut() else {
+            return true;
+        };
+        let last = self.last_clock;
+        let due = shared.recycle.due(
+            resource,
+            &self.age,
+            || last.unwrap_or_else(|| shared.metrics.now()),
+            &shared.observer(),
+        );
+        // `validate` may have run: the task's start is read afresh.
+        self.last_clock = None;
+        match due {
+            None => true,
+            Some(reason) => self.recycle(reason),
+        }
+    }
+
+    /// Destroys a healthy resource the policy retired and makes its successor, holding the
+    /// task meanwhile. `false`: killed first.
+    #[cold]
+    fn recycle(&mut self, reason: ReplaceReason) -> bool {
+        if let Some(r) = self.resource.take() {
+            self.slot.active.store(false, Ordering::Relaxed);
+            self.observe(Event::Recycled {
+                worker: Some(self.index),
+                reason,
+            });
+            self.shared.hooks.destroy(r, &self.shared.observer());
+        }
+        self.make_resource(true)
+    }
+
     /// `on_create` failed for this worker: reported, and its error dropped (user code).
     #[cold]
     fn create_failed(&self, error: CreateError<E>, retry_in: Option<Duration>) {
@@ -537,11 +605,12 @@ impl<R, E> WorkerLoop<'_, R, E> {
     }
 
     /// Makes a resource, retrying with backoff. Returns `false` without one once the manager
-    /// is killed (tasks are resolved unrun) or drained (nothing left to run).
+    /// is killed (tasks are resolved unrun) or drained (nothing left to run). `holding`: the
+    /// worker holds a task (a lifecycle replacement), so a park request waits for it.
     #[cold]
-    fn make_resource(&mut self) -> bool {
+    fn make_resource(&mut self, holding: bool) -> bool {
         let shared = self.shared;
-        let (burst, slot) = (self.burst, self.slot);
+        let (burst, slot) = (self.burst && !holding, self.slot);
         let gave_up = || {
             shared.lifecycle.is_killed()
                 || shared.lifecycle.is_drained()

@@ -10,7 +10,11 @@
 //! - no at-most-once body runs twice, no body runs more than `max_retries + 1` times, and
 //!   `ctx.attempt()` counts the runs;
 //! - once `stop`/`kill` returned: every handle is resolved and `on_create` count ==
-//!   `on_destroy` count.
+//!   `on_destroy` count;
+//! - with the lifecycle knobs on (random `resource_max_uses`, a short
+//!   `resource_max_lifetime`, a `validate` that rejects every third check): all of the above;
+//! - a task submitted through the builder with a short deadline ends `DeadlineExceeded` only
+//!   unrun, or ends as it would without a deadline.
 //!
 //! User code panics throughout: a logger and a collector that panic now and then, and task
 //! closures whose captured value panics in `Drop` (re-runnable tasks only: an at-most-once
@@ -87,6 +91,8 @@ struct Spec {
     once: bool,
     /// Submitted after this submitter saw `stop`/`kill` return: must be refused.
     after_done: bool,
+    /// Submitted through the builder with a deadline 1 ms ahead.
+    deadline: bool,
 }
 
 impl Spec {
@@ -111,6 +117,7 @@ impl Spec {
             priority: rng.chance(30),
             once: rng.chance(40),
             after_done,
+            deadline: delivery != Delivery::Run && rng.chance(10),
         }
     }
 }
@@ -188,6 +195,15 @@ impl State {
         let max_runs = MAX_RETRIES + 1;
         let b = spec.behaviour;
         let fail = |why: &str| Err(format!("{why} (runs={runs})"));
+        if let Err(TaskError::DeadlineExceeded) = r {
+            return if !spec.deadline {
+                fail("DeadlineExceeded without a deadline")
+            } else if runs != 0 {
+                fail("a task past its deadline ran")
+            } else {
+                Ok(())
+            };
+        }
         match r {
             Err(TaskError::ShuttingDown) => {
                 if !sync {
@@ -430,6 +446,9 @@ fn submit(m: &Manager, st: &Arc<State>, rng: &mut Rng, id: usize, spec: Spec) ->
     st.submitted[id].store(true, SeqCst);
     let f = body(st.clone(), id, spec);
     let (p, o) = (spec.priority, spec.once);
+    if spec.deadline {
+        return submit_with_deadline(m, st, id, spec, f);
+    }
     match spec.delivery {
         Delivery::Blocking => {
             let r = match (p, o) {
@@ -492,6 +511,66 @@ fn submit(m: &Manager, st: &Arc<State>, rng: &mut Rng, id: usize, spec: Spec) ->
                 Ok(r) => st.record(id, spec, &r, sync, false),
                 Err(_) => st.violation(format!("id {id}: handle not resolved within {HANG:?}")),
             }
+            None
+        }
+    }
+}
+
+/// The builder path, with a deadline 1 ms ahead (the body is `FnMut`, so `task_once` also
+/// takes it; `spec.once` picks which).
+fn submit_with_deadline<F>(
+    m: &Manager,
+    st: &Arc<State>,
+    id: usize,
+    spec: Spec,
+    f: F,
+) -> Option<Deferred>
+where
+    F: FnMut(&mut Res, &TaskContext) -> Result<usize, Fail> + Send + 'static,
+{
+    let timeout = Duration::from_millis(1);
+    let p = spec.priority;
+    match spec.delivery {
+        Delivery::Callback => {
+            let st2 = st.clone();
+            let cb = move |r: Outcome| {
+                let sync = IN_SUBMIT.with(|c| c.get()) == Some(id);
+                st2.record(id, spec, &r, sync, false);
+            };
+            IN_SUBMIT.with(|c| c.set(Some(id)));
+            if spec.once {
+                m.task_once(f)
+                    .with_priority(p)
+                    .timeout(timeout)
+                    .callback(cb);
+            } else {
+                m.task(f).with_priority(p).timeout(timeout).callback(cb);
+            }
+            IN_SUBMIT.with(|c| c.set(None));
+            None
+        }
+        Delivery::Handle => {
+            let handle = if spec.once {
+                m.task_once(f).with_priority(p).timeout(timeout).spawn()
+            } else {
+                m.task(f).with_priority(p).timeout(timeout).spawn()
+            };
+            let sync = handle.is_finished();
+            Some(Deferred {
+                id,
+                spec,
+                handle,
+                sync,
+                cancelled: false,
+            })
+        }
+        _ => {
+            let r = if spec.once {
+                m.task_once(f).with_priority(p).timeout(timeout).wait()
+            } else {
+                m.task(f).with_priority(p).timeout(timeout).wait()
+            };
+            st.record(id, spec, &r, true, false);
             None
         }
     }
@@ -664,6 +743,18 @@ fn round(seed: u64, kind: Kind) {
         .metrics_collector(PanickyCollector::default());
     if bounded {
         builder = builder.queue_capacity(4 + rng.below(60) as usize);
+    }
+    if rng.chance(50) {
+        builder = builder.resource_max_uses(1 + rng.below(8));
+    }
+    if rng.chance(30) {
+        builder = builder.resource_max_lifetime(Duration::from_micros(100 + rng.below(2_000)));
+    }
+    if rng.chance(30) {
+        let checks = AtomicUsize::new(0);
+        builder = builder
+            .validate(move |_: &mut Res| checks.fetch_add(1, SeqCst) % 3 != 2)
+            .validate_after_idle(Duration::from_micros(rng.below(200)));
     }
     let m = builder.build().expect("build");
 

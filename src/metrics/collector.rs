@@ -2,6 +2,8 @@
 
 use std::time::Instant;
 
+use crate::recycle::ReplaceReason;
+
 /// How a task ended.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +18,8 @@ pub enum TaskOutcome {
     Killed,
     /// Cancelled through its handle before it started.
     Cancelled,
+    /// Not started by its deadline: it never ran.
+    DeadlineExceeded,
     /// Returned an unhealthy `Err` and was re-queued (only in
     /// [`MetricsCollector::record_retry`]).
     Retried,
@@ -59,6 +63,20 @@ pub enum WorkerEvent {
     /// A `run_task` pool resource was broken (an unhealthy error or a panic) and destroyed;
     /// the pool is refilled when `on_create` allows.
     PoolResourceReplaced,
+    /// The worker's healthy resource was destroyed by the lifecycle policy before its next
+    /// task (too old, used enough, or failed validation); a new one is being made.
+    ResourceRecycled {
+        /// The worker's index.
+        worker: usize,
+        /// Which knob fired.
+        reason: ReplaceReason,
+    },
+    /// A `run_task` pool resource was destroyed by the lifecycle policy at checkout and
+    /// replaced.
+    PoolResourceRecycled {
+        /// Which knob fired.
+        reason: ReplaceReason,
+    },
     /// A burst worker slot became active.
     BurstUp {
         /// The slot's index.

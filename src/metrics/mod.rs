@@ -27,6 +27,7 @@ use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 
 use crate::clock::{Clock, Stamp};
+use crate::recycle::ReplaceReason;
 use crate::sync::stats::AtomicU64;
 use crate::sync::{Ordering, StdAtomicUsize};
 use collector::MetricsCollector;
@@ -55,6 +56,8 @@ pub(crate) struct Tally {
     pub(crate) retried: AtomicU64,
     pub(crate) panicked: AtomicU64,
     pub(crate) replaced: AtomicU64,
+    /// Replaced by the lifecycle policy, by [`ReplaceReason`] (see `recycle`).
+    pub(crate) recycled: [AtomicU64; 3],
     pub(crate) completions: Window,
     pub(crate) failures: Window,
     pub(crate) retries: Window,
@@ -134,6 +137,14 @@ impl Tally {
 
     fn replaced_shared(&self) {
         self.replaced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn recycled_slot(reason: ReplaceReason) -> usize {
+        match reason {
+            ReplaceReason::Lifetime => 0,
+            ReplaceReason::Uses => 1,
+            ReplaceReason::Validation => 2,
+        }
     }
 }
 
@@ -262,6 +273,24 @@ impl Metrics {
         self.facade.replaced();
     }
 
+    /// A resource was replaced by the lifecycle policy; `own` as for [`Self::replaced`].
+    #[cold]
+    pub(crate) fn recycled(&self, own: Option<&Tally>, reason: ReplaceReason) {
+        let i = Tally::recycled_slot(reason);
+        match own {
+            Some(tally) => bump(&tally.recycled[i]),
+            None => {
+                self.outside.recycled[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Panics caught in user code so far.
+    #[cfg(test)]
+    pub(crate) fn user_panics(&self) -> u64 {
+        self.user_panics.load(Ordering::Relaxed)
+    }
+
     /// A task ran: its execution and queue-wait times (the histograms are the worker's own;
     /// this is for the facade).
     #[inline]
@@ -291,6 +320,9 @@ impl Metrics {
             m.total_tasks_retried += t.retried.load(Ordering::Relaxed);
             m.total_tasks_panicked += t.panicked.load(Ordering::Relaxed);
             m.total_resources_replaced += t.replaced.load(Ordering::Relaxed);
+            m.resources_replaced_lifetime += t.recycled[0].load(Ordering::Relaxed);
+            m.resources_replaced_uses += t.recycled[1].load(Ordering::Relaxed);
+            m.resources_replaced_validation += t.recycled[2].load(Ordering::Relaxed);
             completions += t.completions.count(tick);
             failures += t.failures.count(tick);
             retries += t.retries.count(tick);
@@ -401,6 +433,16 @@ pub struct TaskMetrics {
     pub total_tasks_panicked: u64,
     /// Resources destroyed and replaced after an unhealthy error or a panic.
     pub total_resources_replaced: u64,
+    /// Healthy resources replaced before their next task because they reached
+    /// [`resource_max_lifetime`](crate::Builder::resource_max_lifetime) (not counted in
+    /// `total_resources_replaced`, which counts broken ones).
+    pub resources_replaced_lifetime: u64,
+    /// Healthy resources replaced because they reached
+    /// [`resource_max_uses`](crate::Builder::resource_max_uses).
+    pub resources_replaced_uses: u64,
+    /// Resources replaced because [`validate`](crate::Builder::validate) rejected them after
+    /// they sat idle.
+    pub resources_replaced_validation: u64,
     /// Panics caught in user code other than task bodies: callbacks, `check_health`,
     /// `on_destroy`, the `Drop` of closures, values, errors, resources and panic payloads,
     /// the [`Logger`](crate::Logger) and the [`MetricsCollector`].

@@ -15,16 +15,41 @@
 //! All of these are SeqCst, so either the waiter's re-try at (3) sees the released place, or
 //! the releaser's load of `waiters` sees the waiter, whose `futex_wait` then returns because
 //! `epoch` moved. Shutdown bumps `epoch` and wakes all: waiters re-check and refuse.
+//!
+//! # Waiting for room until a deadline
+//!
+//! The futex has no timed wait, so a submitter with a deadline ([`Capacity::reserve_until`])
+//! waits on a condition variable instead: (1) lock `timed`, (2) `timed_waiters += 1`, (3) try
+//! to reserve and check for shutdown and the deadline, (4) `wait_timeout` until the deadline
+//! (the lock is let go while it waits), (5) `timed_waiters -= 1` under the lock, and loops. A
+//! releaser, after its `queued -= 1`, reads `timed_waiters` and, if non-zero, takes and drops
+//! the lock, then notifies all. All SeqCst: either the waiter's try at (3) sees the place, or
+//! the releaser sees the waiter counted; the waiter held the lock from (2) to (4), so the
+//! releaser's lock is taken only once the waiter waits, and its notify reaches it.
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicU32, AtomicUsize, Futex, Ordering};
+use std::time::Instant;
+
+use crate::sync::{AtomicU32, AtomicUsize, Condvar, Futex, Mutex, Ordering};
 
 pub(crate) struct Capacity {
     limit: usize,
     queued: CachePadded<AtomicUsize>,
     waiters: AtomicU32,
     epoch: Futex,
+    /// Submitters waiting with a deadline (see the module docs).
+    timed_waiters: AtomicU32,
+    timed: (Mutex<()>, Condvar),
+}
+
+/// How a wait for room with a deadline ended.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reserve {
+    Reserved,
+    Closed,
+    DeadlinePassed,
 }
 
 impl Capacity {
@@ -34,6 +59,8 @@ impl Capacity {
             queued: CachePadded::new(AtomicUsize::new(0)),
             waiters: AtomicU32::new(0),
             epoch: Futex::new(0),
+            timed_waiters: AtomicU32::new(0),
+            timed: (Mutex::new(()), Condvar::new()),
         }
     }
 
@@ -73,6 +100,43 @@ impl Capacity {
         }
     }
 
+    /// Takes a place, waiting for one until `deadline` (steps in the module docs).
+    pub(crate) fn reserve_until(&self, closed: impl Fn() -> bool, deadline: Instant) -> Reserve {
+        if self.try_reserve() {
+            return Reserve::Reserved;
+        }
+        let (lock, cv) = &self.timed;
+        // Step 1.
+        let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            // Step 2.
+            self.timed_waiters.fetch_add(1, Ordering::SeqCst);
+            // Step 3.
+            let outcome = if self.try_reserve() {
+                Some(Reserve::Reserved)
+            } else if closed() {
+                Some(Reserve::Closed)
+            } else {
+                let now = Instant::now();
+                if now >= deadline {
+                    Some(Reserve::DeadlinePassed)
+                } else {
+                    // Step 4.
+                    guard = cv
+                        .wait_timeout(guard, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    None
+                }
+            };
+            // Step 5.
+            self.timed_waiters.fetch_sub(1, Ordering::SeqCst);
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+        }
+    }
+
     /// Gives a place back (a worker took the task, or the submission was refused after all).
     #[inline]
     pub(crate) fn release(&self) {
@@ -81,12 +145,23 @@ impl Capacity {
             self.epoch.fetch_add(1, Ordering::SeqCst);
             self.epoch.wake_one();
         }
+        if self.timed_waiters.load(Ordering::SeqCst) > 0 {
+            self.wake_timed();
+        }
+    }
+
+    /// Wakes the submitters waiting with a deadline (they re-check).
+    #[cold]
+    fn wake_timed(&self) {
+        drop(self.timed.0.lock());
+        self.timed.1.notify_all();
     }
 
     /// Shutdown: every waiter re-checks.
     pub(crate) fn wake_all(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.epoch.wake_all();
+        self.wake_timed();
     }
 
     #[cfg(test)]
@@ -123,6 +198,32 @@ mod tests {
             cap.release();
             assert!(waiter.join().unwrap());
         }
+    }
+
+    #[test]
+    fn a_deadline_reserver_gets_a_released_place_or_gives_up_at_its_deadline() {
+        use std::time::Duration;
+        for _ in 0..50 {
+            let cap = Arc::new(Capacity::new(1));
+            assert!(cap.try_reserve());
+            let waiter = {
+                let cap = cap.clone();
+                thread::spawn(move || {
+                    cap.reserve_until(|| false, Instant::now() + Duration::from_secs(60))
+                })
+            };
+            cap.release();
+            assert_eq!(waiter.join().unwrap(), Reserve::Reserved);
+        }
+        let cap = Capacity::new(1);
+        assert!(cap.try_reserve());
+        let deadline = Instant::now() + Duration::from_millis(5);
+        assert_eq!(
+            cap.reserve_until(|| false, deadline),
+            Reserve::DeadlinePassed
+        );
+        assert!(Instant::now() >= deadline);
+        assert_eq!(cap.reserve_until(|| true, deadline), Reserve::Closed);
     }
 
     #[test]

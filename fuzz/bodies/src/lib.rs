@@ -223,6 +223,9 @@ struct Spec {
     once: bool,
     /// A callback delivery whose callback panics after taking its outcome.
     callback_panics: bool,
+    /// Submitted through the builder with a deadline already past: answered
+    /// `DeadlineExceeded` at once, unrun.
+    past_deadline: bool,
 }
 
 impl Spec {
@@ -247,6 +250,7 @@ enum Seen {
     QueueFull,
     ResourceCreation(Fail),
     WouldDeadlock,
+    DeadlineExceeded,
     /// A `TaskError` variant this oracle does not know (the enum is non-exhaustive): always a
     /// violation, so a new variant gets its rules here before the fuzzer accepts it.
     Unknown(String),
@@ -267,12 +271,16 @@ impl Seen {
             Err(TaskError::QueueFull) => Seen::QueueFull,
             Err(TaskError::ResourceCreation(e)) => Seen::ResourceCreation(*e),
             Err(TaskError::WouldDeadlock) => Seen::WouldDeadlock,
+            Err(TaskError::DeadlineExceeded) => Seen::DeadlineExceeded,
             Err(other) => Seen::Unknown(format!("{other:?}")),
         }
     }
 
     fn refused(&self) -> bool {
-        matches!(self, Seen::ShuttingDown | Seen::QueueFull)
+        matches!(
+            self,
+            Seen::ShuttingDown | Seen::QueueFull | Seen::DeadlineExceeded
+        )
     }
 }
 
@@ -515,6 +523,11 @@ struct OpsConfig {
     create_fail_panics: bool,
     /// `on_destroy` returns `Err` or panics on two calls out of three.
     destroy_fails: bool,
+    /// Lifecycle knobs: `resource_max_uses` (1-3), a 1 ms `resource_max_lifetime`, a
+    /// `validate` (zero idle) that rejects every other resource it checks.
+    max_uses: Option<u64>,
+    short_lifetime: bool,
+    validate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -531,6 +544,7 @@ enum Op {
         priority: bool,
         once: bool,
         callback_panics: bool,
+        past_deadline: bool,
         behaviour: Behaviour,
     },
     Cancel(u8),
@@ -570,6 +584,8 @@ fn decode_ops(data: &[u8]) -> (OpsConfig, Vec<Op>) {
     let b = c.byte();
     let pool = usize::from(b & 3) % 3;
     let destroy_fails = b & 8 != 0;
+    let max_uses = Some(u64::from(b >> 4) & 3).filter(|&n| n > 0);
+    let (validate, short_lifetime) = (b & 64 != 0, b & 128 != 0);
     let b = c.byte();
     let capacity = (b & 1 == 1).then_some(1 + usize::from(b >> 1) % 8);
     let burst = Duration::from_millis(1 + u64::from(c.below(20)));
@@ -593,6 +609,9 @@ fn decode_ops(data: &[u8]) -> (OpsConfig, Vec<Op>) {
         create_fail_every,
         create_fail_panics: create_mode == 3,
         destroy_fails,
+        max_uses,
+        short_lifetime,
+        validate,
     };
     let mut ops = Vec::new();
     while !c.is_done() && ops.len() < MAX_OPS {
@@ -608,6 +627,7 @@ fn decode_ops(data: &[u8]) -> (OpsConfig, Vec<Op>) {
                     priority: p & 4 != 0,
                     once: p & 8 != 0,
                     callback_panics: p & 16 != 0,
+                    past_deadline: p & 32 != 0,
                     behaviour: Behaviour::decode(c.byte()),
                 }
             }
@@ -708,6 +728,8 @@ struct Driver {
     gated_subs: usize,
     last_metrics: Option<TaskMetrics>,
     violations: Vec<String>,
+    /// The next submission's deadline is already past (see `Spec::past_deadline`).
+    past_deadline: bool,
 }
 
 impl Driver {
@@ -784,6 +806,18 @@ impl Driver {
         if let Some(n) = cfg.capacity {
             builder = builder.queue_capacity(n);
         }
+        if let Some(n) = cfg.max_uses {
+            builder = builder.resource_max_uses(n);
+        }
+        if cfg.short_lifetime {
+            builder = builder.resource_max_lifetime(Duration::from_millis(1));
+        }
+        if cfg.validate {
+            let checks = AtomicUsize::new(0);
+            builder = builder
+                .validate(move |_: &mut Res| checks.fetch_add(1, SeqCst).is_multiple_of(2))
+                .validate_after_idle(Duration::ZERO);
+        }
         let manager = builder
             .build()
             .map_err(|e| format!("build failed on a valid config: {e:?}"))?;
@@ -801,6 +835,7 @@ impl Driver {
             gated_subs: 0,
             last_metrics: None,
             violations: Vec::new(),
+            past_deadline: false,
         };
         if driver.cfg.gate {
             driver.submit(Delivery::Handle, false, false, false, Behaviour::Gate);
@@ -846,6 +881,7 @@ impl Driver {
             priority,
             once,
             callback_panics: callback_panics && delivery == Delivery::Callback,
+            past_deadline: std::mem::take(&mut self.past_deadline) && delivery != Delivery::Run,
         });
         let gated = if self.gating {
             self.gated_subs += 1;
@@ -865,6 +901,19 @@ impl Driver {
         let m = self.m();
         IN_SUBMIT.with(|c| c.set(id + 1));
         match delivery {
+            _ if probe.spec.past_deadline => {
+                // The submission builder, with a deadline already past.
+                let b = m.task(f).with_priority(priority).deadline(Instant::now());
+                match delivery {
+                    Delivery::Callback => b.callback(callback(&probe)),
+                    Delivery::Handle => {
+                        let handle = b.spawn();
+                        sub.handle_sync = handle.is_finished();
+                        self.handles.push((id, handle));
+                    }
+                    _ => probe.record(&b.wait(), true),
+                }
+            }
             Delivery::Blocking => {
                 let r = match (priority, once) {
                     (false, false) => m.queue_task(f),
@@ -1181,8 +1230,13 @@ impl Driver {
                 priority,
                 once,
                 callback_panics,
+                past_deadline,
                 behaviour,
-            } => self.submit(delivery, priority, once, callback_panics, behaviour),
+            } => {
+                // Not in the gated sub-case: its stats count every gated task as queued.
+                self.past_deadline = past_deadline && !self.gating;
+                self.submit(delivery, priority, once, callback_panics, behaviour)
+            }
             Op::Cancel(k) => self.cancel(k),
             Op::Wait(k, how) => self.wait(k, how),
             Op::Stats => self.stats(),
@@ -1272,6 +1326,16 @@ impl Driver {
                     d.on, d.sync
                 ));
             }
+        }
+        // A deadline already past: answered at once, unrun, whatever the phase.
+        if spec.past_deadline || *seen == Seen::DeadlineExceeded {
+            let at_once = d.sync || (spec.delivery == Delivery::Handle && sub.handle_sync);
+            return if spec.past_deadline && *seen == Seen::DeadlineExceeded && runs == 0 && at_once
+            {
+                Ok(())
+            } else {
+                Err("a past deadline must be answered DeadlineExceeded at once, unrun".to_owned())
+            };
         }
         let bounded_mode = self.cfg.capacity.is_some()
             && matches!(spec.delivery, Delivery::Callback | Delivery::Handle);
@@ -1812,6 +1876,8 @@ fn kind(e: &BuildError<Fail>) -> String {
         BuildError::ZeroMetricsWindow => "ZeroMetricsWindow".to_owned(),
         BuildError::ZeroStackSize => "ZeroStackSize".to_owned(),
         BuildError::InvalidThreadName => "InvalidThreadName".to_owned(),
+        BuildError::ZeroResourceLifetime => "ZeroResourceLifetime".to_owned(),
+        BuildError::ZeroResourceUses => "ZeroResourceUses".to_owned(),
         BuildError::ResourceCreation(_) => "ResourceCreation".to_owned(),
         BuildError::ResourceCreationPanicked { .. } => "ResourceCreationPanicked".to_owned(),
         BuildError::Spawn(_) => "Spawn".to_owned(),
@@ -1914,6 +1980,7 @@ fn short_life(input: &BuildInput, m: Manager, counters: &Arc<Counters>, v: &mut 
             priority: q & 0x20 != 0,
             once: false,
             callback_panics: false,
+            past_deadline: false,
         });
         let f = body(&world, &probe);
         match probe.spec.delivery {
