@@ -50,6 +50,13 @@ MUTATIONS = [
         ["completion_slot_complete_vs_wait_vs_cancel_vs_drop"],
     ),
     (
+        "local deque: a push to a worker's own deque wakes nobody",
+        "src/shared.rs",
+        "        } else if let Some(local) = self.local_queue() {\n            local.push(queued);\n",
+        "        } else if let Some(local) = self.local_queue() {\n            local.push(queued);\n            return;\n",
+        ["a_task_made_inside_a_task_is_stolen_by_an_idle_peer"],
+    ),
+    (
         "lifecycle: the last task out does not see the manager drained",
         "src/lifecycle.rs",
         "if prev & CLOSED != 0 && prev < 2 * ONE {",

@@ -18,6 +18,7 @@ use crate::scheduler::capacity::Capacity;
 use crate::scheduler::sleep::Sleep;
 use crate::scheduler::{Queued, Queues};
 use crate::slot::SlotState;
+use crate::sync::deque::Worker;
 use crate::sync::{Arc, AtomicBool, AtomicU32, AtomicUsize, Condvar, Mutex, Ordering};
 
 /// Per-worker state others may read.
@@ -69,6 +70,10 @@ pub(crate) struct Shared<R, E> {
 crate::sync::thread_local! {
     /// The manager whose worker this thread is (its `Shared` address), 0 elsewhere.
     static CURRENT_MANAGER: Cell<usize> = const { Cell::new(0) };
+    /// On a worker thread, while its loop runs: its local deque (a
+    /// `*const Worker<Queued<R, E>>` of that manager's `R` and `E`, erased), null elsewhere.
+    /// See [`LocalQueue`].
+    static LOCAL_QUEUE: Cell<*const ()> = const { Cell::new(std::ptr::null()) };
     /// The manager whose `run_task` this thread is inside, 0 elsewhere.
     static IN_RUN_TASK: Cell<usize> = const { Cell::new(0) };
 }
@@ -76,6 +81,38 @@ crate::sync::thread_local! {
 /// The manager whose worker the calling thread is ([`Shared::id`]), 0 on other threads.
 pub(crate) fn current_manager() -> usize {
     CURRENT_MANAGER.with(|c| c.get())
+}
+
+/// A worker thread's local deque, reachable from the tasks it runs (work made inside a task
+/// stays on its worker: [`Shared::push`]) for as long as this guard lives.
+///
+/// # Protocol
+///
+/// The worker's loop owns the deque for the whole life of its thread and reaches it only
+/// through shared references (`Worker::push`/`pop` take `&self`). [`LocalQueue::install`]
+/// stores its address in a thread-local of *this* thread, tagged by the manager
+/// (`CURRENT_MANAGER`); the guard clears it before the deque can go. A push reads the pointer
+/// only on the same thread, only when the thread's manager is the pushing manager (so `R` and
+/// `E` are the deque's own), and only while the guard lives: the deque is alive, and only
+/// shared references to it exist. Another thread never sees the pointer.
+pub(crate) struct LocalQueue(());
+
+impl LocalQueue {
+    /// Makes `local` reachable from this thread's tasks until the guard drops. The caller
+    /// keeps `local` alive and in place meanwhile (it borrows it for the guard's life).
+    pub(crate) fn install<'a, R, E>(local: &'a Worker<Queued<R, E>>) -> LocalQueueGuard<'a> {
+        LOCAL_QUEUE.with(|c| c.set(local as *const Worker<Queued<R, E>> as *const ()));
+        LocalQueueGuard(std::marker::PhantomData)
+    }
+}
+
+/// Clears the thread's local-queue pointer when dropped (see [`LocalQueue`]).
+pub(crate) struct LocalQueueGuard<'a>(std::marker::PhantomData<&'a ()>);
+
+impl Drop for LocalQueueGuard<'_> {
+    fn drop(&mut self) {
+        LOCAL_QUEUE.with(|c| c.set(std::ptr::null()));
+    }
 }
 
 /// Marks the calling thread as inside a `run_task` of one manager until dropped.
@@ -107,14 +144,38 @@ impl<R, E> Shared<R, E> {
     }
 
     /// Pushes an accepted task and wakes a worker if one is needed.
+    ///
+    /// A normal task made on one of this manager's workers (inside a task, a callback or a
+    /// hook) goes to that worker's local deque: work stays where it is made, and idle peers
+    /// steal it (the wake below gets one up). Everything else goes to an injector: priority
+    /// tasks and retries always (workers look at the priority injector before their own
+    /// deque, so a priority task still overtakes every queued normal task), submissions from
+    /// other threads in their order.
     #[inline]
     pub(crate) fn push(&self, queued: Queued<R, E>, priority: bool) {
         if priority {
             self.queues.priority.push(queued);
+        } else if let Some(local) = self.local_queue() {
+            local.push(queued);
         } else {
             self.queues.normal.push(queued);
         }
         self.sleep.notify_one();
+    }
+
+    /// This thread's local deque, when it is a worker of this manager running its loop.
+    #[inline]
+    fn local_queue(&self) -> Option<&Worker<Queued<R, E>>> {
+        if CURRENT_MANAGER.with(|c| c.get()) != self.id() {
+            return None;
+        }
+        let ptr = LOCAL_QUEUE.with(|c| c.get());
+        // SAFETY: non-null only while this thread's `LocalQueueGuard` lives, and then it is the
+        // address of this thread's deque, alive and reached only through shared references
+        // (see `LocalQueue`); this thread is a worker of this manager (checked above), so the
+        // deque's element type is this manager's `Queued<R, E>`. The reference does not
+        // outlive this call's caller, which runs inside that guard's life on this thread.
+        (!ptr.is_null()).then(|| unsafe { &*ptr.cast::<Worker<Queued<R, E>>>() })
     }
 
     /// An accepted task got its outcome.

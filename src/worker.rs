@@ -53,7 +53,7 @@ use crate::recycle::{Age, ReplaceReason};
 use crate::resource_pool::CreateError;
 use crate::scheduler::Queued;
 use crate::scheduler::sleep::Slept;
-use crate::shared::{Shared, WorkerSlot};
+use crate::shared::{LocalQueue, Shared, WorkerSlot};
 use crate::slot::Wakeup;
 use crate::sync::deque::Worker;
 use crate::sync::mpsc::Sender;
@@ -121,11 +121,15 @@ pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
     drop(init.ready);
     shared.wait_start_gate();
 
+    // The deque lives here, in place, for the rest of the thread; the loop and the tasks it
+    // runs reach it through shared references (see `LocalQueue`).
+    let local = init.local;
+    let local_guard = LocalQueue::install(&local);
     let mut worker = WorkerLoop {
         ctx: TaskContext::new(shared.cancelled.clone()),
         slot: &shared.workers[init.index],
         index: init.index,
-        local: init.local,
+        local: &local,
         resource: None,
         age: Age::new(0),
         recorder: LocalRecorder::new(),
@@ -146,6 +150,7 @@ pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
         .recorder
         .publish(&worker.slot.metrics.published, true);
     drop(worker);
+    drop(local_guard);
     shared.worker_exited();
     std::mem::forget(guard);
 }
@@ -154,7 +159,7 @@ struct WorkerLoop<'a, R, E> {
     shared: &'a Shared<R, E>,
     slot: &'a WorkerSlot,
     index: usize,
-    local: Worker<Queued<R, E>>,
+    local: &'a Worker<Queued<R, E>>,
     resource: Option<R>,
     /// The resource's history, for the lifecycle policy (meaningless while `resource` is
     /// `None`; reset by `set_resource`).
@@ -317,7 +322,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
     /// burst slot is asked to park instead of sleeping.
     fn next_task(&mut self) -> Next<R, E> {
         let shared = self.shared;
-        if let Some(task) = shared.queues.find_task(self.index, &self.local) {
+        if let Some(task) = shared.queues.find_task(self.index, self.local) {
             return Next::Task(task);
         }
         // Searching: the last clock read no longer stands for "now".
@@ -325,7 +330,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let backoff = Backoff::with_max_pauses(SEARCH_MAX_PAUSES);
         let mut woken = false;
         loop {
-            if let Some(task) = shared.queues.find_task(self.index, &self.local) {
+            if let Some(task) = shared.queues.find_task(self.index, self.local) {
                 if woken {
                     shared.sleep.work_found(shared.queues.has_work());
                 }
@@ -345,7 +350,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
             self.recorder.publish(&self.slot.metrics.published, true);
             self.published();
             let slept = shared.sleep.sleep(|| {
-                if let Some(task) = shared.queues.find_task(self.index, &self.local) {
+                if let Some(task) = shared.queues.find_task(self.index, self.local) {
                     Some(Ok(task))
                 } else if shared.lifecycle.is_drained() || self.park_requested() {
                     Some(Err(()))

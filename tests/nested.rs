@@ -155,3 +155,101 @@ fn run_task_from_inside_a_task_works() {
     );
     m.stop().unwrap();
 }
+
+/// Work made inside a task stays on its worker: it runs before normal work that was queued
+/// from outside earlier (the worker looks at its own deque before the shared queue).
+#[test]
+fn a_task_made_inside_a_task_runs_before_earlier_outside_work() {
+    let counts = Counts::new();
+    let m = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    // Hold the one worker so the parent and the outside task queue up behind it.
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    m.queue_task_with_callback(
+        move |_: &mut Conn, _: &TaskContext| {
+            started_tx.send(()).unwrap();
+            gate_rx.recv_timeout(TIMEOUT).unwrap();
+            Ok(())
+        },
+        |_| {},
+    );
+    started_rx.recv_timeout(TIMEOUT).unwrap();
+    let (mm, o) = (m.clone(), order.clone());
+    let (child_done_tx, child_done_rx) = mpsc::channel();
+    m.queue_task_with_callback(
+        move |_: &mut Conn, _: &TaskContext| {
+            o.lock().unwrap().push("parent");
+            let (o2, tx) = (o.clone(), child_done_tx.clone());
+            mm.queue_task_with_callback(
+                move |_: &mut Conn, _: &TaskContext| {
+                    o2.lock().unwrap().push("child");
+                    Ok(())
+                },
+                move |r: Outcome<()>| tx.send(r.is_ok()).unwrap(),
+            );
+            Ok(())
+        },
+        |_| {},
+    );
+    let o = order.clone();
+    m.queue_task_with_callback(
+        move |_: &mut Conn, _: &TaskContext| {
+            o.lock().unwrap().push("outside");
+            Ok(())
+        },
+        |_| {},
+    );
+    gate_tx.send(()).unwrap();
+    assert!(
+        child_done_rx.recv_timeout(TIMEOUT).unwrap(),
+        "the child ran"
+    );
+    m.stop().unwrap();
+    assert_eq!(*order.lock().unwrap(), ["parent", "child", "outside"]);
+}
+
+/// A worker blocked inside a task does not strand the work it made: an idle peer steals it.
+#[test]
+fn an_idle_peer_steals_work_made_inside_a_busy_task() {
+    const CHILDREN: usize = 100;
+    let counts = Counts::new();
+    let m = builder(&counts)
+        .worker_count(2)
+        .max_worker_count(2)
+        .build()
+        .unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (mm, d) = (m.clone(), done.clone());
+    let parent = m.queue_task_async(move |_: &mut Conn, _: &TaskContext| {
+        let me = std::thread::current().id();
+        let stolen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for _ in 0..CHILDREN {
+            let (d, s) = (d.clone(), stolen.clone());
+            mm.queue_task_with_callback(
+                move |_: &mut Conn, _: &TaskContext| {
+                    if std::thread::current().id() != me {
+                        s.fetch_add(1, Ordering::SeqCst);
+                    }
+                    d.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                },
+                |_| {},
+            );
+        }
+        // This worker stays busy until every child ran: only the peer can run them.
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while d.load(Ordering::SeqCst) < CHILDREN && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        Ok(stolen.load(Ordering::SeqCst))
+    });
+    let stolen = parent.wait().unwrap();
+    assert_eq!(done.load(Ordering::SeqCst), CHILDREN);
+    assert_eq!(stolen, CHILDREN, "every child ran on the idle peer");
+    m.stop().unwrap();
+}

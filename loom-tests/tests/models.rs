@@ -58,6 +58,7 @@ macro_rules! models {
 models!(
     submit_racing_a_worker_falling_asleep_loses_no_wakeup,
     submit_racing_a_sleeping_worker_is_run,
+    a_task_made_inside_a_task_is_stolen_by_an_idle_peer,
     completion_slot_complete_vs_wait_vs_cancel_vs_drop,
     cancel_racing_the_worker_claim_answers_once,
     stop_racing_a_submission_neither_strands_nor_runs_twice,

@@ -2,8 +2,8 @@
 //! word that releases and shutdown bump. The races it must survive: room freed while the
 //! submitter decides to wait, and shutdown beginning while it waits with no room coming.
 
-use super::{Tally, explore, manager};
-use crate::sync::{Condvar, Mutex, Ordering, StdArc, thread};
+use super::{Gate, Tally, explore, manager};
+use crate::sync::{Ordering, StdArc, thread};
 
 /// **A blocking submission waiting on a full queue gets the room a worker frees.**
 ///
@@ -36,27 +36,6 @@ pub fn a_full_queue_waiter_gets_the_room_a_worker_frees() {
         assert_eq!((first.only(), first.ran()), ("completed", 1));
         super::assert_drained(&manager);
     });
-}
-
-/// A gate a task body waits on: loom sees its lock and condvar.
-#[derive(Default)]
-struct Gate {
-    state: Mutex<(bool, bool)>, // (the task started, the gate is open)
-    changed: Condvar,
-}
-
-impl Gate {
-    fn update(&self, f: impl FnOnce(&mut (bool, bool))) {
-        f(&mut self.state.lock().unwrap());
-        self.changed.notify_all();
-    }
-
-    fn wait_for(&self, f: impl Fn(&(bool, bool)) -> bool) {
-        let mut state = self.state.lock().unwrap();
-        while !f(&state) {
-            state = self.changed.wait(state).unwrap();
-        }
-    }
 }
 
 /// **A blocking submission waiting on a full queue is answered when `stop` begins.**

@@ -57,14 +57,15 @@ pub use shutdown::{
     stop_racing_a_submission_neither_strands_nor_runs_twice,
 };
 pub use sleep::{
-    submit_racing_a_sleeping_worker_is_run, submit_racing_a_worker_falling_asleep_loses_no_wakeup,
+    a_task_made_inside_a_task_is_stolen_by_an_idle_peer, submit_racing_a_sleeping_worker_is_run,
+    submit_racing_a_worker_falling_asleep_loses_no_wakeup,
 };
 
 use std::time::Instant;
 
 use crate::error::TaskError;
 use crate::manager::TaskManager;
-use crate::sync::{Ordering, StdArc, StdAtomicUsize};
+use crate::sync::{Condvar, Mutex, Ordering, StdArc, StdAtomicUsize};
 use crate::task::TaskContext;
 
 /// The preemption bound when `LOOM_MAX_PREEMPTIONS` is not set.
@@ -207,4 +208,26 @@ fn assert_drained(manager: &Manager) {
     let shared = manager.shared();
     assert!(!shared.queues.has_work(), "nothing stranded in a queue");
     assert!(shared.lifecycle.is_drained(), "nothing pending");
+}
+
+/// A gate a task body waits on: two flags each model gives its meaning to (a task started,
+/// the gate is open, a task ran), under a lock and a condvar loom sees.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<(bool, bool)>,
+    changed: Condvar,
+}
+
+impl Gate {
+    fn update(&self, f: impl FnOnce(&mut (bool, bool))) {
+        f(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
+    }
+
+    fn wait_for(&self, f: impl Fn(&(bool, bool)) -> bool) {
+        let mut state = self.state.lock().unwrap();
+        while !f(&state) {
+            state = self.changed.wait(state).unwrap();
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! futex; a submitter wakes one sleeper, skipping the syscall when a wake is already on its
 //! way. The race it must survive: a submission landing while a worker decides to sleep.
 
-use super::{Tally, explore, manager};
+use super::{Gate, Tally, explore, manager};
 use crate::scheduler::sleep::{Sleep, Slept};
 use crate::sync::{AtomicUsize, Ordering, StdArc, thread};
 
@@ -154,4 +154,47 @@ pub fn submit_racing_a_sleeping_worker_is_run() {
             },
         );
     }
+}
+
+/// **A task made inside a task lands on its worker's deque, and an idle peer runs it.**
+///
+/// A two-worker manager, built for real. The main thread submits a parent task whose body
+/// submits a child (through `queue_task_with_callback` on a clone of the manager) and then
+/// waits, on a gate, until the child has run: so only the other worker, perhaps asleep, can
+/// run the child, by stealing it from the parent worker's local deque (`Shared::push` puts it
+/// there and wakes a sleeper). A lost wake-up leaves the parent waiting forever: loom reports
+/// the deadlock. Then `stop`.
+///
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): MEASURE.
+///
+/// It bites: a push to the local deque that skips the `notify_one` after it leaves the peer
+/// asleep with the child in a deque only it could steal from.
+pub fn a_task_made_inside_a_task_is_stolen_by_an_idle_peer() {
+    explore("a task made inside a task, stolen by a peer", || {
+        let manager = manager(2, 0, None);
+        let (parent, child) = (Tally::new(), Tally::new());
+        let gate = StdArc::new(Gate::default());
+        let (inner, c, g) = (manager.clone(), child.clone(), gate.clone());
+        let outcome = manager
+            .queue_task_once_async(move |_: &mut (), _: &crate::TaskContext| {
+                let (c2, g2) = (c.clone(), g.clone());
+                let mut body = c.body(0);
+                inner.queue_task_with_callback(
+                    move |r: &mut (), ctx: &crate::TaskContext| {
+                        let ran = body(r, ctx);
+                        g2.update(|s| s.0 = true);
+                        ran
+                    },
+                    move |outcome| c2.record(&outcome),
+                );
+                g.wait_for(|s| s.0);
+                Ok::<u32, super::Unhealthy>(1)
+            })
+            .wait();
+        parent.record(&outcome);
+        manager.stop().unwrap();
+        assert_eq!(parent.only(), "completed");
+        assert_eq!((child.only(), child.ran()), ("completed", 1));
+        super::assert_drained(&manager);
+    });
 }
