@@ -3,7 +3,8 @@
 # loom-tests/tests/models.rs. Every model prints how many executions it explored and how long
 # that took; the last line is the whole run's time (build included).
 #
-# LOOM_MAX_PREEMPTIONS defaults to 3 (the bound the models' documented figures are for). The
+# LOOM_MAX_PREEMPTIONS defaults to 3 (the bound the models' documented figures are for); the two
+# burst-slot models cap it at 2 unless LOOM_FULL=1 (at 3 they take about ten minutes). The
 # build goes to its own target directory unless CARGO_TARGET_DIR is set: `--cfg loom` would
 # otherwise rebuild the normal build's dependencies each time.
 set -euo pipefail

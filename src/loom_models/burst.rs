@@ -3,7 +3,7 @@
 //! parked (or parking) slot racing shutdown. The models act as the controller, through its
 //! own actions.
 
-use super::{Tally, explore, manager};
+use super::{Tally, explore_capped, manager};
 use crate::burst::ask_to_park;
 use crate::slot::{ACTIVE, Activation, ParkRequest};
 use crate::sync::thread;
@@ -26,26 +26,31 @@ use crate::sync::thread;
 /// `wait_activation` now moves `PARK_REQUESTED` to `PARKED` before it waits (unit test
 /// `a_slot_activated_then_asked_to_park_before_it_ran_*` in `slot.rs`).
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`, a loaded machine): 1 878 776 executions,
-/// 283 s: the largest model.
+/// Run at preemption bound 2 unless `LOOM_FULL` is set: 46 614 executions, 3.7 s. At bound 3
+/// (release, `LOOM_FULL=1 LOOM_MAX_PREEMPTIONS=3`, a loaded machine): 2 394 348 executions,
+/// 506 s, the largest model; run that after changing the slot, the worker loop or shutdown.
 ///
 /// It bites: with `wait_activation` treating `PARK_REQUESTED` as `PARKED` (waiting for the
 /// word to leave `PARKED`), loom finds the spinning slot.
 pub fn burst_slot_parking_while_a_task_arrives() {
-    explore("burst slot asked to park while a task arrives", || {
-        let manager = manager(1, 1, None);
-        let shared = manager.shared();
-        assert_eq!(shared.workers[1].state.activate(), Activation::Activated);
-        assert_eq!(ask_to_park(shared, 1), ParkRequest::Requested);
-        let tally = Tally::new();
-        let outcome = manager.queue_task_async(tally.body(0)).wait();
-        tally.record(&outcome);
-        assert_eq!((tally.only(), tally.ran()), ("completed", 1));
-        manager.stop().unwrap();
-        // Parked, closed, or still asked to park (it saw the drain first): never active.
-        assert_ne!(manager.shared().workers[1].state.load(), ACTIVE);
-        super::assert_drained(&manager);
-    });
+    explore_capped(
+        "burst slot asked to park while a task arrives",
+        Some(2),
+        || {
+            let manager = manager(1, 1, None);
+            let shared = manager.shared();
+            assert_eq!(shared.workers[1].state.activate(), Activation::Activated);
+            assert_eq!(ask_to_park(shared, 1), ParkRequest::Requested);
+            let tally = Tally::new();
+            let outcome = manager.queue_task_async(tally.body(0)).wait();
+            tally.record(&outcome);
+            assert_eq!((tally.only(), tally.ran()), ("completed", 1));
+            manager.stop().unwrap();
+            // Parked, closed, or still asked to park (it saw the drain first): never active.
+            assert_ne!(manager.shared().workers[1].state.load(), ACTIVE);
+            super::assert_drained(&manager);
+        },
+    );
 }
 
 /// How the burst slot stands when shutdown races it.
@@ -69,35 +74,40 @@ enum Start {
 /// worker thread: a slot that misses shutdown keeps it waiting, and loom reports the
 /// deadlock.
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`, a loaded machine): parked 72 691 executions,
-/// parking 405 266, activated 798 170; 112 s in all.
+/// Run at preemption bound 2 unless `LOOM_FULL` is set: parked 8 298 executions, parking
+/// 19 060, activated 41 654; 4 s in all. At bound 3 (`LOOM_FULL=1`, a loaded machine): parked
+/// 126 623, parking 541 982, activated MEASURE_ACT; MEASURE_T in all.
 ///
 /// It bites: with the slot's check of `CLOSED` in `wait_activation` removed, loom finds the
 /// slot asleep on its word while `stop` joins it.
 pub fn parked_burst_slot_does_not_miss_shutdown() {
     for start in [Start::Parked, Start::Parking, Start::Activated] {
-        explore(&format!("parked slot vs shutdown ({start:?})"), move || {
-            let manager = manager(1, 1, None);
-            let controller = match start {
-                Start::Parked => None,
-                Start::Parking => {
-                    let shared = manager.shared();
-                    assert_eq!(shared.workers[1].state.activate(), Activation::Activated);
-                    assert_eq!(ask_to_park(shared, 1), ParkRequest::Requested);
-                    None
+        explore_capped(
+            &format!("parked slot vs shutdown ({start:?})"),
+            Some(2),
+            move || {
+                let manager = manager(1, 1, None);
+                let controller = match start {
+                    Start::Parked => None,
+                    Start::Parking => {
+                        let shared = manager.shared();
+                        assert_eq!(shared.workers[1].state.activate(), Activation::Activated);
+                        assert_eq!(ask_to_park(shared, 1), ParkRequest::Requested);
+                        None
+                    }
+                    Start::Activated => {
+                        let manager = manager.clone();
+                        Some(thread::spawn(move || {
+                            let _ = manager.shared().workers[1].state.activate();
+                        }))
+                    }
+                };
+                manager.stop().unwrap();
+                if let Some(c) = controller {
+                    c.join().unwrap();
                 }
-                Start::Activated => {
-                    let manager = manager.clone();
-                    Some(thread::spawn(move || {
-                        let _ = manager.shared().workers[1].state.activate();
-                    }))
-                }
-            };
-            manager.stop().unwrap();
-            if let Some(c) = controller {
-                c.join().unwrap();
-            }
-            super::assert_drained(&manager);
-        });
+                super::assert_drained(&manager);
+            },
+        );
     }
 }
