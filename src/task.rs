@@ -103,6 +103,31 @@ pub(crate) trait Body<R, E, T>: Send + 'static {
     /// Whether the worker may run it again after an unhealthy error.
     const RERUNNABLE: bool;
     fn call(&mut self, resource: &mut R, ctx: &TaskContext) -> Result<T, E>;
+    /// The latest start it was submitted with ([`Deadline`]); `None` for the others, which
+    /// so carry no deadline field at all (most tasks have none, and a handle cell is kept
+    /// alive with its handle: every byte counts when many are).
+    #[inline]
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+}
+
+/// A body submitted with a deadline (see `submit`).
+pub(crate) struct Deadline<B> {
+    pub(crate) body: B,
+    pub(crate) at: Instant,
+}
+
+impl<R, E, T, B: Body<R, E, T>> Body<R, E, T> for Deadline<B> {
+    const RERUNNABLE: bool = B::RERUNNABLE;
+    #[inline]
+    fn call(&mut self, resource: &mut R, ctx: &TaskContext) -> Result<T, E> {
+        self.body.call(resource, ctx)
+    }
+    #[inline]
+    fn deadline(&self) -> Option<Instant> {
+        Some(self.at)
+    }
 }
 
 /// An `FnMut` task: retried on unhealthy errors.
@@ -158,10 +183,8 @@ pub(crate) trait Job<R, E>: Send + Sync {
     fn queued_at(&self) -> Stamp;
     /// Whether it was submitted with priority.
     fn priority(&self) -> bool;
-    /// The latest start it was submitted with, if any.
+    /// The latest start it was submitted with, if any (`None` once delivered).
     fn deadline(&self) -> Option<Instant>;
-    /// Sets it (at submission, before the task is queued).
-    fn set_deadline(&self, deadline: Option<Instant>);
 }
 
 /// What the queues carry: the unique reference through which a task is run and answered.
@@ -219,10 +242,6 @@ impl<R, E> JobRef<R, E> {
     #[inline]
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.job().deadline()
-    }
-    #[inline]
-    pub(crate) fn set_deadline(&self, deadline: Option<Instant>) {
-        self.job().set_deadline(deadline)
     }
 }
 
@@ -293,8 +312,6 @@ struct TaskPart<B> {
     /// `None` once the outcome was delivered (the closure is dropped early).
     body: Option<B>,
     attempts: u32,
-    /// The latest start (see `submit`); `None`: no deadline.
-    deadline: Option<Instant>,
 }
 
 /// The one allocation per queued task: closure, attempt count, and where the outcome goes.
@@ -317,7 +334,6 @@ impl<B, P, T, E> TaskCell<B, P, T, E> {
             task: UnsafeCell::new(TaskPart {
                 body: Some(body),
                 attempts: 0,
-                deadline: None,
             }),
             port,
             priority,
@@ -418,12 +434,7 @@ where
     #[inline]
     fn deadline(&self) -> Option<Instant> {
         // SAFETY: called through the unique `JobRef`.
-        unsafe { self.read_task(|task| task.deadline) }
-    }
-    #[inline]
-    fn set_deadline(&self, deadline: Option<Instant>) {
-        // SAFETY: called through the unique `JobRef`, before it is queued.
-        unsafe { self.with_task(|task| task.deadline = deadline) }
+        unsafe { self.read_task(|task| task.body.as_ref().and_then(B::deadline)) }
     }
 }
 
