@@ -4,10 +4,10 @@
 //! bundled SQLite: nothing to install). The database is a file in the temp dir, made and seeded
 //! at start (1,000 accounts) and deleted at the end. Each worker owns one connection.
 //!
-//! Client threads send requests the way handlers would: fire-and-forget transfers (a write
-//! transaction, at most once, answered in a callback), fan-outs of balance reads they wait for
-//! through handles (each with a deadline), blocking lookups, a few priority requests, and a few
-//! `run_task` calls that bypass the queues. Now and then something goes wrong, as it does:
+//! Client threads send requests the way handlers would, reads (a balance) and writes (a
+//! transfer: a write transaction, submitted at most once) in every delivery mode: callbacks,
+//! fan-outs through handles (the reads with a deadline), blocking calls, a few priority
+//! requests, and a few `run_task` calls that bypass the queues. Now and then something goes wrong, as it does:
 //!
 //! - a connection is closed under its task, or the database fails over to read-only under a
 //!   write: the error is unhealthy, the worker replaces its connection and the task is retried
@@ -534,7 +534,8 @@ fn run(tasks: u64, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// One client: submits its share of the tasks (every `CLIENTS`-th task id), in every mode.
+/// One client: submits its share of the tasks (every `CLIENTS`-th task id), reads and writes
+/// in every delivery mode.
 fn client_loop(
     client: u64,
     tasks: u64,
@@ -545,71 +546,95 @@ fn client_loop(
     let mut rng = XorShift::new(client + 1);
     let mut handles: Vec<TaskHandle<(i64, u32), DbError>> = Vec::with_capacity(FAN_OUT);
     for task in (client..tasks).step_by(CLIENTS as usize) {
+        // A read may run again after its connection broke; a transfer must not move money
+        // twice, so it is submitted at most once (`task_once`, or `run_task`).
         let read =
             move |db: &mut Db, ctx: &TaskContext| Ok((db.balance(task, ctx)?, ctx.attempt()));
+        let transfer =
+            move |db: &mut Db, ctx: &TaskContext| Ok((db.transfer(task, ctx)?, ctx.attempt()));
         let roll = rng.next() % 1000;
         // One queued task in ten is urgent (`run_task` does not queue, so has no priority).
-        let priority = roll >= 5 && rng.next().is_multiple_of(10);
+        let priority = roll >= 10 && rng.next().is_multiple_of(10);
         if priority {
             add(&submitted.priority);
         }
+        let to = |counter: &AtomicU64, once: bool| {
+            add(counter);
+            if once {
+                add(&submitted.once);
+            }
+        };
         match roll {
             // A few requests run right here, on a pooled connection.
             0..=4 => {
-                add(&submitted.run_task);
-                let r = manager.run_task(|db, ctx| db.balance(task, ctx));
-                answers.record(&r);
+                to(&submitted.run_task, false);
+                record(answers, manager.run_task(read));
             }
-            // Fire-and-forget transfers: at most once (money must not move twice), the answer
-            // arrives in a callback.
-            5..=249 => {
-                add(&submitted.callback);
-                add(&submitted.once);
+            5..=9 => {
+                to(&submitted.run_task, true);
+                record(answers, manager.run_task(transfer));
+            }
+            // Fire-and-forget transfers: the answer arrives in a callback.
+            10..=159 => {
+                to(&submitted.callback, true);
                 let answers = answers.clone();
                 manager
-                    .task_once(move |db, ctx| Ok((db.transfer(task, ctx)?, ctx.attempt())))
+                    .task_once(transfer)
                     .with_priority(priority)
-                    .callback(move |r| {
-                        if let Ok((_, attempt)) = r {
-                            answers.ok_on(attempt);
-                        }
-                        answers.record(&r);
-                    });
+                    .callback(move |r| record(&answers, r));
             }
-            // Fan-out reads with a deadline: collect handles, then wait for the whole batch.
-            250..=799 => {
-                add(&submitted.handle);
-                handles.push(
-                    manager
-                        .task(read)
-                        .with_priority(priority)
-                        .timeout(READ_DEADLINE)
-                        .spawn(),
-                );
+            // Reads answered in a callback.
+            160..=259 => {
+                to(&submitted.callback, false);
+                let answers = answers.clone();
+                manager
+                    .task(read)
+                    .with_priority(priority)
+                    .callback(move |r| record(&answers, r));
+            }
+            // Fan-out reads with a deadline, and some transfers, through handles: collect
+            // them, then wait for the whole batch.
+            260..=759 => {
+                let handle = if roll < 700 {
+                    to(&submitted.handle, false);
+                    let read = manager.task(read).timeout(READ_DEADLINE);
+                    read.with_priority(priority).spawn()
+                } else {
+                    to(&submitted.handle, true);
+                    manager.task_once(transfer).with_priority(priority).spawn()
+                };
+                handles.push(handle);
                 if handles.len() == FAN_OUT {
                     for h in handles.drain(..) {
-                        record_read(answers, h.wait());
+                        record(answers, h.wait());
                     }
                 }
             }
-            // Blocking lookups: this thread waits for the answer.
-            _ => {
-                add(&submitted.blocking);
+            // Blocking lookups and transfers: this thread waits for the answer.
+            760..=899 => {
+                to(&submitted.blocking, false);
                 let r = if priority {
                     manager.queue_task_with_priority(read)
                 } else {
                     manager.queue_task(read)
                 };
-                record_read(answers, r);
+                record(answers, r);
+            }
+            _ => {
+                to(&submitted.blocking, true);
+                record(
+                    answers,
+                    manager.task_once(transfer).with_priority(priority).wait(),
+                );
             }
         }
     }
     for h in handles {
-        record_read(answers, h.wait());
+        record(answers, h.wait());
     }
 }
 
-fn record_read(answers: &Answers, r: Result<(i64, u32), TaskError<DbError>>) {
+fn record(answers: &Answers, r: Result<(i64, u32), TaskError<DbError>>) {
     if let Ok((_, attempt)) = r {
         answers.ok_on(attempt);
     }

@@ -199,12 +199,11 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         deadline: Option<Instant>,
     ) {
         let shared = &*self.inner.shared;
-        if let Some(at) = deadline {
-            // Check (1) of `submit`'s deadlines.
-            if Instant::now() >= at {
-                return self.refused(job, TaskError::DeadlineExceeded);
-            }
-            job.set_deadline(deadline);
+        // Check (1) of `submit`'s deadlines (the cell carries it for check (3)).
+        if let Some(at) = deadline
+            && Instant::now() >= at
+        {
+            return self.refused(job, TaskError::DeadlineExceeded);
         }
         if let Some(cap) = &shared.capacity {
             let closed = || shared.lifecycle.is_closed();

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::completion::TaskHandle;
 use crate::error::TaskError;
 use crate::manager::TaskManager;
-use crate::task::{self, Body, Many, Once, TaskContext};
+use crate::task::{self, Body, Deadline, Many, Once, TaskContext};
 
 /// One submission being configured: made by [`TaskManager::task`] (a re-runnable `FnMut`
 /// task, retried after unhealthy errors) or [`TaskManager::task_once`] (`FnOnce`: at most
@@ -207,13 +207,12 @@ where
     if shared.is_current_worker() {
         return Err(TaskError::WouldDeadlock);
     }
-    let (job, handle) = task::with_handle(
-        body,
-        priority,
-        shared.metrics.now(),
-        shared.capacity.clone(),
-        shared.id(),
-    );
+    let now = shared.metrics.now();
+    let (room, owner) = (shared.capacity.clone(), shared.id());
+    let (job, handle) = match deadline {
+        None => task::with_handle(body, priority, now, room, owner),
+        Some(at) => task::with_handle(Deadline { body, at }, priority, now, room, owner),
+    };
     manager.enqueue(job, priority, true, deadline);
     handle.wait()
 }
@@ -231,13 +230,12 @@ where
     B: Body<R, E, T>,
 {
     let shared = manager.shared();
-    let (job, handle) = task::with_handle(
-        body,
-        priority,
-        shared.metrics.now(),
-        shared.capacity.clone(),
-        shared.id(),
-    );
+    let now = shared.metrics.now();
+    let (room, owner) = (shared.capacity.clone(), shared.id());
+    let (job, handle) = match deadline {
+        None => task::with_handle(body, priority, now, room, owner),
+        Some(at) => task::with_handle(Deadline { body, at }, priority, now, room, owner),
+    };
     manager.enqueue(job, priority, false, deadline);
     handle
 }
@@ -255,6 +253,10 @@ fn callback<R, E, T, B, C>(
     B: Body<R, E, T>,
     C: FnOnce(Result<T, TaskError<E>>) + Send + 'static,
 {
-    let job = task::with_callback(body, cb, priority, manager.shared().metrics.now());
+    let now = manager.shared().metrics.now();
+    let job = match deadline {
+        None => task::with_callback(body, cb, priority, now),
+        Some(at) => task::with_callback(Deadline { body, at }, cb, priority, now),
+    };
     manager.enqueue(job, priority, false, deadline);
 }

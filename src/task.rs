@@ -117,6 +117,31 @@ pub(crate) trait Body<R, E, T>: Send + 'static {
     /// Whether the worker may run it again after an unhealthy error.
     const RERUNNABLE: bool;
     fn call(&mut self, resource: &mut R, ctx: &TaskContext) -> Result<T, E>;
+    /// The latest start it was submitted with ([`Deadline`]); `None` for the others, which
+    /// so carry no deadline field at all (most tasks have none, and a handle cell is kept
+    /// alive with its handle: every byte counts when many are).
+    #[inline]
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+}
+
+/// A body submitted with a deadline (see `submit`).
+pub(crate) struct Deadline<B> {
+    pub(crate) body: B,
+    pub(crate) at: Instant,
+}
+
+impl<R, E, T, B: Body<R, E, T>> Body<R, E, T> for Deadline<B> {
+    const RERUNNABLE: bool = B::RERUNNABLE;
+    #[inline]
+    fn call(&mut self, resource: &mut R, ctx: &TaskContext) -> Result<T, E> {
+        self.body.call(resource, ctx)
+    }
+    #[inline]
+    fn deadline(&self) -> Option<Instant> {
+        Some(self.at)
+    }
 }
 
 /// An `FnMut` task: retried on unhealthy errors.
@@ -172,10 +197,8 @@ trait Job<R, E>: Send + Sync {
     fn queued_at(&self) -> Stamp;
     /// Whether it was submitted with priority.
     fn priority(&self) -> bool;
-    /// The latest start it was submitted with, if any.
+    /// The latest start it was submitted with, if any (`None` once delivered).
     fn deadline(&self) -> Option<Instant>;
-    /// Sets it (at submission, before the task is queued).
-    fn set_deadline(&self, deadline: Option<Instant>);
 }
 
 /// What the queues carry: the unique reference through which a task is run and answered.
@@ -251,10 +274,6 @@ impl<R, E> JobRef<R, E> {
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.job().deadline()
     }
-    #[inline]
-    pub(crate) fn set_deadline(&self, deadline: Option<Instant>) {
-        self.job().set_deadline(deadline)
-    }
 }
 
 /// The safety net: every path of the worker and the manager delivers and then
@@ -278,9 +297,6 @@ struct TaskCell<B, P, T, E> {
     body: UnsafeCell<Option<B>>,
     /// Runs so far. Touched only by the `JobRef` holder.
     attempts: UnsafeCell<u32>,
-    /// The latest start (see `submit`); `None`: no deadline. Set by the submitter before the
-    /// task is queued, read by the worker: touched only by the `JobRef` holder.
-    deadline: UnsafeCell<Option<Instant>>,
     /// The bounded queue's room, for a handle task of a bounded manager: a successful cancel
     /// gives the task's place back (the worker then will not).
     room: Option<Arc<Capacity>>,
@@ -313,7 +329,6 @@ impl<B, P, T, E> TaskCell<B, P, T, E> {
             attempts: UnsafeCell::new(0),
             room,
             owner,
-            deadline: UnsafeCell::new(None),
             port,
             priority,
             queued_at,
@@ -423,16 +438,10 @@ where
     }
     #[inline]
     fn deadline(&self) -> Option<Instant> {
-        // SAFETY: called through the unique `JobRef`, whose holder alone touches `deadline`.
-        self.deadline.with(|d| unsafe { *d })
-    }
-    #[inline]
-    fn set_deadline(&self, deadline: Option<Instant>) {
-        self.deadline.with_mut(|d| {
-            // SAFETY: called through the unique `JobRef` (before it is queued), whose holder
-            // alone touches `deadline`.
-            unsafe { *d = deadline }
-        })
+        // SAFETY: called through the unique `JobRef` after a `Held` claim (the worker claims
+        // first, see `worker`), so the handle can no longer touch `body`; the access ends
+        // here.
+        unsafe { self.with_body(|body| body.as_ref().and_then(B::deadline)) }
     }
 }
 

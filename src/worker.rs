@@ -432,9 +432,10 @@ impl<R, E> WorkerLoop<'_, R, E> {
             return;
         }
         // Step 3b: a fresh task not started by its deadline never runs (see `submit`).
-        if job.attempts() == 0
-            && let Some(deadline) = job.deadline()
-            && Instant::now() >= deadline
+        let deadline = job.deadline();
+        if let Some(at) = deadline
+            && job.attempts() == 0
+            && Instant::now() >= at
         {
             self.resolve_unrun(job, TaskOutcome::DeadlineExceeded);
             shared.finish(ticket);
@@ -450,7 +451,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let seen = Seen::of(&job);
         let attempt = job.begin_attempt();
         self.ctx.set_attempt(attempt);
-        self.ctx.set_deadline(job.deadline());
+        self.ctx.set_deadline(deadline);
         // The read that ended the previous task stands for "now". Either way a task starts no
         // earlier than it was queued: that read may predate the queueing, and two cores'
         // time-stamp counters may disagree by a little.

@@ -117,7 +117,8 @@ fn a_queued_task_not_started_by_its_deadline_never_runs_in_every_delivery() {
     let gate = Gate::new();
     block_worker(&manager, &gate);
     let runs = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + Duration::from_millis(30);
+    // Far enough ahead that every submission below is queued before it.
+    let deadline = Instant::now() + Duration::from_millis(500);
     let body = || {
         let runs = runs.clone();
         move |_: &mut Conn, _: &TaskContext| {
@@ -221,7 +222,8 @@ fn a_blocking_wait_for_room_with_a_deadline_gets_a_place_when_one_frees() {
 fn a_started_task_runs_to_its_end_and_sees_its_deadline() {
     let counts = Counts::new();
     let manager = one_worker(&counts);
-    let deadline = Instant::now() + Duration::from_millis(20);
+    // Ahead enough for the idle worker to start the task before it.
+    let deadline = Instant::now() + Duration::from_millis(200);
     let seen = manager
         .task(move |_, ctx| {
             let seen = ctx.deadline();
@@ -240,7 +242,8 @@ fn a_started_task_runs_to_its_end_and_sees_its_deadline() {
 fn a_retry_after_the_deadline_still_runs() {
     let counts = Counts::new();
     let manager = one_worker(&counts);
-    let deadline = Instant::now() + Duration::from_millis(20);
+    // Ahead enough for the idle worker to start the task before it.
+    let deadline = Instant::now() + Duration::from_millis(200);
     let outcome = manager
         .task(move |_, ctx| {
             if ctx.attempt() == 1 {

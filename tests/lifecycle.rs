@@ -337,3 +337,42 @@ fn zero_lifetime_and_zero_uses_are_typed_build_errors() {
     // Refused before anything was made.
     assert_eq!(counts.created(), 0);
 }
+
+/// Keeps every info line.
+#[derive(Default, Clone)]
+struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl tasker::Logger for Lines {
+    fn debug(&self, _: &str) {}
+    fn info(&self, message: &str) {
+        self.0.lock().unwrap().push(message.to_owned());
+    }
+    fn warn(&self, _: &str) {}
+    fn error(&self, _: &str) {}
+}
+
+#[test]
+fn each_replacement_is_logged_with_its_reason() {
+    let counts = Counts::new();
+    let lines = Lines::default();
+    let manager = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .resource_pool_size(0)
+        .resource_max_uses(1)
+        .logger(lines.clone())
+        .build()
+        .unwrap();
+    manager.queue_task(conn_id).unwrap();
+    manager.queue_task(conn_id).unwrap();
+    manager.stop().unwrap();
+    let lines = lines.0.lock().unwrap();
+    let recycled: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("before its next task"))
+        .collect();
+    assert_eq!(
+        recycled,
+        ["worker 0: replacing the resource before its next task (it reached resource_max_uses)"]
+    );
+}

@@ -13,6 +13,7 @@
 //! | `tasker_tasks_retried_total` | counter | re-queues after unhealthy errors |
 //! | `tasker_tasks_panicked_total` | counter | tasks that panicked |
 //! | `tasker_resources_replaced_total` | counter | broken resources replaced |
+//! | `tasker_resources_recycled_total` | counter | healthy resources retired by the lifecycle knobs, label `reason` = `lifetime`, `uses`, `validation` |
 //! | `tasker_task_execution_seconds` | histogram | time a task ran |
 //! | `tasker_task_wait_seconds` | histogram | time from queued to started |
 //! | `tasker_workers_active` | gauge | workers holding a resource |
@@ -32,6 +33,8 @@ pub(crate) struct Facade {
     retried: Counter,
     panicked: Counter,
     replaced: Counter,
+    /// By `ReplaceReason`, in the order of `Tally::recycled`.
+    recycled: [Counter; 3],
     exec: Histogram,
     wait: Histogram,
     active: Gauge,
@@ -50,6 +53,9 @@ impl Facade {
             retried: counter!("tasker_tasks_retried_total", "pool" => pool.clone()),
             panicked: counter!("tasker_tasks_panicked_total", "pool" => pool.clone()),
             replaced: counter!("tasker_resources_replaced_total", "pool" => pool.clone()),
+            recycled: ["lifetime", "uses", "validation"].map(|reason| {
+                counter!("tasker_resources_recycled_total", "pool" => pool.clone(), "reason" => reason)
+            }),
             exec: histogram!("tasker_task_execution_seconds", "pool" => pool.clone()),
             wait: histogram!("tasker_task_wait_seconds", "pool" => pool.clone()),
             active: gauge!("tasker_workers_active", "pool" => pool.clone()),
@@ -85,6 +91,11 @@ impl Facade {
 
     pub(crate) fn replaced(&self) {
         self.replaced.increment(1);
+    }
+
+    /// `slot` as in `Tally::recycled`.
+    pub(crate) fn recycled(&self, slot: usize) {
+        self.recycled[slot].increment(1);
     }
 
     pub(crate) fn gauges(&self, stats: &TaskStats) {

@@ -283,6 +283,8 @@ impl Metrics {
                 self.outside.recycled[i].fetch_add(1, Ordering::Relaxed);
             }
         }
+        #[cfg(feature = "metrics")]
+        self.facade.recycled(i);
     }
 
     /// Panics caught in user code so far.

@@ -51,6 +51,22 @@ fn a_scrape_shows_the_counts_of_a_known_workload() {
         .unwrap();
     manager.stop().unwrap();
 
+    // A second pool whose resources serve one task each: two retired before the 2nd and 3rd.
+    let recycling = TaskManager::builder()
+        .on_create(|| Ok::<(), io::Error>(()))
+        .worker_count(1)
+        .max_worker_count(1)
+        .resource_pool_size(0)
+        .pin_workers(false)
+        .resource_max_uses(1)
+        .thread_name_prefix("recycle")
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        recycling.queue_task(|_, _| Ok(())).unwrap();
+    }
+    recycling.stop().unwrap();
+
     let body = scrape(addr).unwrap();
     let v = |name: &str| {
         value(&body, &format!("{name}{{pool=\"scrape\"}}"))
@@ -62,6 +78,14 @@ fn a_scrape_shows_the_counts_of_a_known_workload() {
     assert_eq!(v("tasker_tasks_retried_total"), 1.0);
     assert_eq!(v("tasker_tasks_panicked_total"), 0.0);
     assert_eq!(v("tasker_resources_replaced_total"), 2.0);
+    let recycled = |reason: &str| {
+        let key =
+            format!("tasker_resources_recycled_total{{pool=\"recycle\",reason=\"{reason}\"}}");
+        value(&body, &key)
+            .unwrap_or_else(|| panic!("{key} missing from the scrape:\n{body}"))
+    };
+    assert_eq!(recycled("uses"), 2.0);
+    assert_eq!(recycled("lifetime"), 0.0);
     // Every run of a queued task is timed: 40 + 3 + 2 runs.
     assert_eq!(v("tasker_task_execution_seconds_count"), 45.0);
     assert_eq!(v("tasker_task_wait_seconds_count"), 45.0);
