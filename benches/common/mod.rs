@@ -178,3 +178,69 @@ pub fn spin_for(d: Duration) {
         std::hint::spin_loop();
     }
 }
+
+/// Rounds for the suites that alternate their contenders (`BENCH_ROUNDS`; default 5, 1 in
+/// `--quick` mode). Each round measures every contender once, in an order rotated by one per
+/// round, so a slow stretch of a shared machine does not land on one contender only.
+pub fn rounds() -> usize {
+    env_usize("BENCH_ROUNDS", if quick_mode() { 1 } else { 5 })
+}
+
+/// `items` rotated left by `round` (the order the contenders run in, in that round).
+pub fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
+    let mut v = items.to_vec();
+    if !v.is_empty() {
+        let k = round % v.len();
+        v.rotate_left(k);
+    }
+    v
+}
+
+/// The median of `v` (the mean of the middle two for an even count); NaN when empty.
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let mid = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[mid]
+    } else {
+        (s[mid - 1] + s[mid]) / 2.0
+    }
+}
+
+/// Per-contender figures, one per round, printed as a summary once every round ran.
+#[derive(Default)]
+pub struct RoundFigures {
+    /// (contender, figure of each round), in the order contenders were first seen.
+    rows: Vec<(String, Vec<f64>)>,
+}
+
+impl RoundFigures {
+    /// Adds `figure` to `name`'s rounds.
+    pub fn push(&mut self, name: &str, figure: f64) {
+        match self.rows.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => v.push(figure),
+            None => self.rows.push((name.to_owned(), vec![figure])),
+        }
+    }
+
+    /// The median over `name`'s rounds (NaN when it has none).
+    pub fn median_of(&self, name: &str) -> f64 {
+        self.rows
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(f64::NAN, |(_, v)| median(v))
+    }
+
+    /// Prints one line per contender: every round's figure and their median, in `unit`.
+    pub fn print(&self, title: &str, unit: &str) {
+        println!("{title}: median over rounds ({unit}), then each round in run order");
+        for (name, v) in &self.rows {
+            let each: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+            println!("  {name:<24} {:>8.2}   [{}]", median(v), each.join(", "));
+        }
+    }
+}
