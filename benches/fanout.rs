@@ -40,10 +40,10 @@ use std::convert::Infallible;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, Thread};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{RoundFigures, WORKERS, env_usize, measurement_time, quick_mode, rotated};
-use criterion::{Criterion, SamplingMode, Throughput};
+use common::{RoundFigures, WORKERS, bench_batches, env_usize, quick_mode};
+use criterion::Criterion;
 use tasker::{TaskContext, TaskError, TaskManager};
 
 /// Tasks of the current tree that ended (successfully or not).
@@ -181,27 +181,6 @@ impl Contender {
     }
 }
 
-/// Times `tree` (one whole tree per call) as criterion's routine; each tree's rate, in
-/// million tasks per second, also goes into `rates`.
-fn time_trees(
-    b: &mut criterion::Bencher<'_>,
-    n: usize,
-    rates: &mut Vec<f64>,
-    mut tree: impl FnMut(),
-) {
-    b.iter_custom(|iters| {
-        let mut total = Duration::ZERO;
-        for _ in 0..iters {
-            let t = Instant::now();
-            tree();
-            let d = t.elapsed();
-            rates.push(n as f64 / d.as_secs_f64() / 1e6);
-            total += d;
-        }
-        total
-    });
-}
-
 fn fanout(c: &mut Criterion) {
     let levels = env_usize("BENCH_FANOUT_LEVELS", if quick_mode() { 17 } else { 20 });
     assert!(
@@ -211,49 +190,38 @@ fn fanout(c: &mut Criterion) {
     let depth = (levels - 1) as u32;
     let n = (1usize << levels) - 1;
     let mut summary = RoundFigures::default();
-    let mut group = c.benchmark_group("fanout");
-    group
-        .throughput(Throughput::Elements(n as u64))
-        .sample_size(10)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(measurement_time(Duration::from_secs(4)));
-
-    for round in 0..common::rounds() {
-        for contender in rotated(&Contender::ALL, round) {
-            let id = format!("{}/round{round}", contender.name());
+    let mut group = common::batch_group(c, "fanout".to_owned(), n);
+    common::alternate(
+        &Contender::ALL,
+        Contender::name,
+        &mut summary,
+        |contender, id| {
             let mut rates = Vec::new();
             match contender {
                 Contender::TaskerCallback => {
                     let manager = common::tasker_manager();
-                    group.bench_function(&id, |b| {
-                        time_trees(b, n, &mut rates, || {
-                            start_tree(n);
-                            tasker_callback_node(&manager, depth);
-                            wait_tree(n);
-                        });
+                    bench_batches(&mut group, id, n, &mut rates, || {
+                        start_tree(n);
+                        tasker_callback_node(&manager, depth);
+                        wait_tree(n);
                     });
                     manager.stop().expect("stop");
                 }
                 Contender::TaskerHandle => {
                     let manager = common::tasker_manager();
-                    group.bench_function(&id, |b| {
-                        time_trees(b, n, &mut rates, || {
-                            start_tree(n);
-                            tasker_handle_node(&manager, depth);
-                            wait_tree(n);
-                        });
+                    bench_batches(&mut group, id, n, &mut rates, || {
+                        start_tree(n);
+                        tasker_handle_node(&manager, depth);
+                        wait_tree(n);
                     });
                     manager.stop().expect("stop");
                 }
                 Contender::RayonScope => {
                     let pool = common::rayon_pool();
-                    group.bench_function(&id, |b| {
-                        time_trees(b, n, &mut rates, || {
-                            start_tree(n);
-                            pool.scope(|s| rayon_node(s, depth));
-                            check_tree(n);
-                        });
+                    bench_batches(&mut group, id, n, &mut rates, || {
+                        start_tree(n);
+                        pool.scope(|s| rayon_node(s, depth));
+                        check_tree(n);
                     });
                 }
                 Contender::TokioSpawn => {
@@ -261,32 +229,28 @@ fn fanout(c: &mut Criterion) {
                         .worker_threads(WORKERS)
                         .build()
                         .expect("build tokio runtime");
-                    group.bench_function(&id, |b| {
-                        time_trees(b, n, &mut rates, || {
-                            start_tree(n);
-                            {
-                                let _in_runtime = rt.enter();
-                                tokio_node(depth);
-                            }
-                            wait_tree(n);
-                        });
+                    bench_batches(&mut group, id, n, &mut rates, || {
+                        start_tree(n);
+                        {
+                            let _in_runtime = rt.enter();
+                            tokio_node(depth);
+                        }
+                        wait_tree(n);
                     });
                 }
                 Contender::ThreadpoolExecute => {
                     let pool = threadpool::ThreadPool::new(WORKERS);
-                    group.bench_function(&id, |b| {
-                        time_trees(b, n, &mut rates, || {
-                            start_tree(n);
-                            threadpool_node(&pool, depth);
-                            wait_tree(n);
-                        });
+                    bench_batches(&mut group, id, n, &mut rates, || {
+                        start_tree(n);
+                        threadpool_node(&pool, depth);
+                        wait_tree(n);
                     });
                     pool.join();
                 }
             }
-            summary.push(contender.name(), common::median(&rates));
-        }
-    }
+            rates
+        },
+    );
     group.finish();
     summary.print(
         &format!("fanout, {n} tasks per tree ({levels} levels), median tree rate of each round"),

@@ -33,10 +33,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
 
-use common::{ChannelPool, RoundFigures, WORKERS, env_usize, measurement_time, rotated};
-use criterion::{Criterion, SamplingMode, Throughput};
+use common::{ChannelPool, RoundFigures, WORKERS, bench_batches, env_usize};
+use criterion::Criterion;
 use tasker::{TaskContext, TaskError};
 
 /// Set when a tasker task ended in an error (checked after each batch).
@@ -99,47 +98,21 @@ fn batch(n: usize, submitters: usize, submit: &(impl Fn(Arc<AtomicUsize>) + Sync
     assert!(!FAILED.load(Ordering::Relaxed), "no task fails");
 }
 
-/// Times batches as criterion's routine; each batch's rate (million tasks per second) also
-/// goes into `rates`.
-fn time_batches(
-    b: &mut criterion::Bencher<'_>,
-    n: usize,
-    submitters: usize,
-    rates: &mut Vec<f64>,
-    submit: &(impl Fn(Arc<AtomicUsize>) + Sync),
-) {
-    b.iter_custom(|iters| {
-        let mut total = Duration::ZERO;
-        for _ in 0..iters {
-            let t = Instant::now();
-            batch(n, submitters, submit);
-            let d = t.elapsed();
-            rates.push(n as f64 / d.as_secs_f64() / 1e6);
-            total += d;
-        }
-        total
-    });
-}
-
 /// The whole group for one submitter shape (`submitters` = 0: the measuring thread).
 fn bench_shape(c: &mut Criterion, n: usize, label: &str, submitters: usize) {
     let mut summary = RoundFigures::default();
-    let mut group = c.benchmark_group(format!("fire_and_forget/{label}"));
-    group
-        .throughput(Throughput::Elements(n as u64))
-        .sample_size(10)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(measurement_time(Duration::from_secs(4)));
-    for round in 0..common::rounds() {
-        for contender in rotated(&Contender::ALL, round) {
-            let id = format!("{}/round{round}", contender.name());
+    let mut group = common::batch_group(c, format!("fire_and_forget/{label}"), n);
+    common::alternate(
+        &Contender::ALL,
+        Contender::name,
+        &mut summary,
+        |contender, id| {
             let mut rates = Vec::new();
             match contender {
                 Contender::TaskerCallback => {
                     let manager = common::tasker_manager();
-                    group.bench_function(&id, |b| {
-                        time_batches(b, n, submitters, &mut rates, &|counter| {
+                    bench_batches(&mut group, id, n, &mut rates, || {
+                        batch(n, submitters, &|counter| {
                             manager.queue_task_with_callback(
                                 |_: &mut (), _: &TaskContext| Ok::<(), Infallible>(()),
                                 move |r: Result<(), TaskError<Infallible>>| {
@@ -155,8 +128,8 @@ fn bench_shape(c: &mut Criterion, n: usize, label: &str, submitters: usize) {
                 }
                 Contender::ThreadpoolExecute => {
                     let pool = threadpool::ThreadPool::new(WORKERS);
-                    group.bench_function(&id, |b| {
-                        time_batches(b, n, submitters, &mut rates, &|counter| {
+                    bench_batches(&mut group, id, n, &mut rates, || {
+                        batch(n, submitters, &|counter| {
                             pool.execute(move || {
                                 counter.fetch_add(1, Ordering::Release);
                             });
@@ -166,8 +139,8 @@ fn bench_shape(c: &mut Criterion, n: usize, label: &str, submitters: usize) {
                 }
                 Contender::ChannelPool => {
                     let pool = ChannelPool::new(WORKERS);
-                    group.bench_function(&id, |b| {
-                        time_batches(b, n, submitters, &mut rates, &|counter| {
+                    bench_batches(&mut group, id, n, &mut rates, || {
+                        batch(n, submitters, &|counter| {
                             pool.execute(move || {
                                 counter.fetch_add(1, Ordering::Release);
                             });
@@ -175,9 +148,9 @@ fn bench_shape(c: &mut Criterion, n: usize, label: &str, submitters: usize) {
                     });
                 }
             }
-            summary.push(contender.name(), common::median(&rates));
-        }
-    }
+            rates
+        },
+    );
     group.finish();
     summary.print(
         &format!("fire_and_forget/{label}, {n} tasks per batch, median batch rate of each round"),

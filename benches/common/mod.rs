@@ -244,3 +244,62 @@ impl RoundFigures {
         }
     }
 }
+
+/// A group for suites whose one iteration is a whole batch of `n` tasks: criterion reports
+/// tasks per second; 10 equal-sized samples (flat sampling), a 1 s warm-up.
+pub fn batch_group<'a>(
+    c: &'a mut criterion::Criterion,
+    name: String,
+    n: usize,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .throughput(criterion::Throughput::Elements(n as u64))
+        .sample_size(10)
+        .sampling_mode(criterion::SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(measurement_time(Duration::from_secs(4)));
+    group
+}
+
+/// Benchmarks `batch` as `id` in `group`: each call runs (and waits for) one batch of `n`
+/// tasks; its rate, in million tasks per second, also goes into `rates`.
+pub fn bench_batches(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: &str,
+    n: usize,
+    rates: &mut Vec<f64>,
+    mut batch: impl FnMut(),
+) {
+    group.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let t = Instant::now();
+                batch();
+                let d = t.elapsed();
+                rates.push(n as f64 / d.as_secs_f64() / 1e6);
+                total += d;
+            }
+            total
+        });
+    });
+}
+
+/// Runs `bench(contender, id)` for every contender once per round ([`rounds`], in the order
+/// [`rotated`] gives), with `id` = `<name>/round<k>`. `bench` measures that contender and
+/// returns its per-batch figures, whose median becomes its figure for that round in
+/// `summary`.
+pub fn alternate<C: Copy>(
+    contenders: &[C],
+    name: impl Fn(C) -> &'static str,
+    summary: &mut RoundFigures,
+    mut bench: impl FnMut(C, &str) -> Vec<f64>,
+) {
+    for round in 0..rounds() {
+        for contender in rotated(contenders, round) {
+            let figures = bench(contender, &format!("{}/round{round}", name(contender)));
+            summary.push(name(contender), median(&figures));
+        }
+    }
+}
