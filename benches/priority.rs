@@ -30,7 +30,17 @@
 //! - Criterion plans its iteration counts from the measured time only; the wall time is a few
 //!   times that, hence the short warm-up and measurement times below.
 //!
-//! Full run (about 10–20 s): `cargo bench -p tasker-benches --bench priority`
+//!
+//! A second group, `priority_blocking`, measures what the busy-wait above hides: the same
+//! backlog, but the caller blocks as a user's code does, with `queue_task_with_priority`
+//! (blocking inside the submit) or `queue_task_with_priority_async(..).wait()`, and the figure
+//! is from just before the submit to the answer in the caller's hand. A parked caller on a
+//! machine whose cores are all busy with pinned workers needs the kernel to give it a CPU back
+//! before it can read its answer; that is the case this group shows. Both calls alternate in
+//! rounds (`BENCH_ROUNDS`, default 5; 1 with `--quick`), each round's p50/p99 printed, then
+//! the percentiles of all rounds together (and submit -> body start, for comparison).
+//!
+//! Full run (about 1 min): `cargo bench -p tasker-benches --bench priority`
 //! CI (quick):
 //!   `BENCH_BACKLOG=5000 cargo bench -p tasker-benches --bench priority -- --quick --noplot`
 
@@ -144,8 +154,123 @@ fn priority(c: &mut Criterion) {
     if min_backlog == 0 {
         println!("priority/behind_backlog: WARNING some samples ran with no backlog left");
     }
+    blocking_callers(c, &backlog, &manager, &mut rng);
     // The rest of the backlog is not needed: resolve it unrun.
     manager.kill().expect("kill");
+}
+
+/// How a blocking caller asks for its priority task.
+#[derive(Clone, Copy)]
+enum BlockingCall {
+    /// `queue_task_with_priority`: the caller blocks inside the submit.
+    Blocking,
+    /// `queue_task_with_priority_async(..).wait()`: the caller blocks on the handle.
+    AsyncWait,
+}
+
+impl BlockingCall {
+    const ALL: [BlockingCall; 2] = [BlockingCall::Blocking, BlockingCall::AsyncWait];
+
+    fn name(self) -> &'static str {
+        match self {
+            BlockingCall::Blocking => "queue_task_with_priority",
+            BlockingCall::AsyncWait => "async_wait",
+        }
+    }
+
+    /// Submits a priority task whose body returns the instant it started, and blocks for it.
+    fn call(self, manager: &TaskManager<(), Infallible>) -> Instant {
+        let body = |_: &mut (), _: &TaskContext| Ok::<Instant, Infallible>(Instant::now());
+        match self {
+            BlockingCall::Blocking => manager.queue_task_with_priority(body),
+            BlockingCall::AsyncWait => manager.queue_task_with_priority_async(body).wait(),
+        }
+        .expect("priority task succeeds")
+    }
+}
+
+/// The priority round trip as a blocking caller sees it, behind the same backlog: from just
+/// before the submit to the answer in the caller's hand (the caller is parked meanwhile, so
+/// this includes the time it takes to get a CPU back from the busy workers). Both ways of
+/// blocking alternate in rounds (`BENCH_ROUNDS`, rotated order); each round prints its own
+/// p50/p99, then the merged percentiles of every round follow, with submit -> body start for
+/// comparison with `behind_backlog`.
+fn blocking_callers(
+    c: &mut Criterion,
+    backlog: &Backlog,
+    manager: &TaskManager<(), Infallible>,
+    rng: &mut XorShift,
+) {
+    let mut group = c.benchmark_group("priority_blocking");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(measurement_time(Duration::from_secs(4)));
+    let mut answered: Vec<Histogram<u64>> = BlockingCall::ALL
+        .iter()
+        .map(|_| latency_histogram())
+        .collect();
+    let mut started: Vec<Histogram<u64>> = BlockingCall::ALL
+        .iter()
+        .map(|_| latency_histogram())
+        .collect();
+    let mut min_backlog = usize::MAX;
+    for round in 0..common::rounds() {
+        for (k, call) in common::rotated(&[0usize, 1], round)
+            .into_iter()
+            .map(|k| (k, BlockingCall::ALL[k]))
+        {
+            let mut this_round: Histogram<u64> = latency_histogram();
+            group.bench_function(format!("{}/round{round}", call.name()), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        backlog.top_up(manager);
+                        spin_for(Duration::from_nanos(
+                            rng.next() % BACKLOG_TASK.as_nanos() as u64,
+                        ));
+                        min_backlog = min_backlog.min(backlog.remaining.load(Ordering::Relaxed));
+                        let submitted = Instant::now();
+                        let start = call.call(manager);
+                        let answer = Instant::now();
+                        let waited = answer - submitted;
+                        common::record(&mut this_round, waited);
+                        common::record(&mut answered[k], waited);
+                        common::record(&mut started[k], start.saturating_duration_since(submitted));
+                        total += waited;
+                    }
+                    total
+                });
+            });
+            print_percentiles(
+                &format!(
+                    "priority_blocking/{}/round{round} (submit -> answer)",
+                    call.name()
+                ),
+                &this_round,
+            );
+        }
+    }
+    group.finish();
+    for (k, call) in BlockingCall::ALL.iter().enumerate() {
+        let name = call.name();
+        print_percentiles(
+            &format!("priority_blocking/{name}, all rounds (submit -> answer)"),
+            &answered[k],
+        );
+        print_percentiles(
+            &format!("priority_blocking/{name}, all rounds (submit -> body start)"),
+            &started[k],
+        );
+    }
+    println!(
+        "priority_blocking: backlog of {} x {} µs tasks, never below {} unfinished at a submit",
+        backlog.target,
+        BACKLOG_TASK.as_micros(),
+        min_backlog
+    );
+    if min_backlog == 0 {
+        println!("priority_blocking: WARNING some samples ran with no backlog left");
+    }
 }
 
 criterion::criterion_group!(benches, priority);

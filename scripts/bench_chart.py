@@ -2,7 +2,8 @@
 """Turns criterion's results into the README's performance chart and table.
 
 Reads every `target/criterion/**/new/benchmark.json` (+ `estimates.json` next to it) left by
-`cargo bench -p tasker-benches --bench throughput` and `... --bench latency`, then writes:
+`cargo bench -p tasker-benches --bench throughput` and `... --bench latency` (and any other
+suite of `benches/` run before it), then writes:
 
 - `docs/perf.svg`: one panel of horizontal bars per benchmark group (throughput groups in
   million tasks per second, latency groups in microseconds per round trip), tasker first;
@@ -13,18 +14,32 @@ Only the standard library is used.
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
 
+def median(values):
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
 def load(target):
-    """{group: [(name, value, unit)]} from criterion's JSON files."""
-    groups = {}
+    """{group: [(name, value, unit)]} from criterion's JSON files.
+
+    Suites that alternate contenders in rounds name each benchmark `<contender>/round<k>`:
+    those become one row per contender, the median over its rounds. The `latency_runs/*`
+    groups are left out (their figures are the per-run percentiles the suite prints).
+    """
+    cells = {}
     for bench in Path(target, "criterion").glob("**/new/benchmark.json"):
         meta = json.loads(bench.read_text())
         est = json.loads((bench.parent / "estimates.json").read_text())
         mean_ns = est["mean"]["point_estimate"]
         group, name = meta["group_id"], meta["function_id"] or meta["value_str"] or ""
+        if group.startswith("latency_runs/"):
+            continue
         thr = meta.get("throughput") or {}
         if "Elements" in thr:
             value, unit = thr["Elements"] / mean_ns * 1e3, "M tasks/s"  # per ns -> M per s
@@ -32,7 +47,11 @@ def load(target):
             value, unit = mean_ns / 1e3, "µs"
         if group.startswith("latency/"):
             group, name = "latency (mean round trip)", group.split("/", 1)[1]
-        groups.setdefault(group, []).append((name, value, unit))
+        name = re.sub(r"/round\d+$", "", name)
+        cells.setdefault((group, name, unit), []).append(value)
+    groups = {}
+    for (group, name, unit), values in cells.items():
+        groups.setdefault(group, []).append((name, median(values), unit))
     return groups
 
 

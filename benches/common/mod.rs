@@ -178,3 +178,128 @@ pub fn spin_for(d: Duration) {
         std::hint::spin_loop();
     }
 }
+
+/// Rounds for the suites that alternate their contenders (`BENCH_ROUNDS`; default 5, 1 in
+/// `--quick` mode). Each round measures every contender once, in an order rotated by one per
+/// round, so a slow stretch of a shared machine does not land on one contender only.
+pub fn rounds() -> usize {
+    env_usize("BENCH_ROUNDS", if quick_mode() { 1 } else { 5 })
+}
+
+/// `items` rotated left by `round` (the order the contenders run in, in that round).
+pub fn rotated<T: Copy>(items: &[T], round: usize) -> Vec<T> {
+    let mut v = items.to_vec();
+    if !v.is_empty() {
+        let k = round % v.len();
+        v.rotate_left(k);
+    }
+    v
+}
+
+/// The median of `v` (the mean of the middle two for an even count); NaN when empty.
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let mid = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[mid]
+    } else {
+        (s[mid - 1] + s[mid]) / 2.0
+    }
+}
+
+/// Per-contender figures, one per round, printed as a summary once every round ran.
+#[derive(Default)]
+pub struct RoundFigures {
+    /// (contender, figure of each round), in the order contenders were first seen.
+    rows: Vec<(String, Vec<f64>)>,
+}
+
+impl RoundFigures {
+    /// Adds `figure` to `name`'s rounds.
+    pub fn push(&mut self, name: &str, figure: f64) {
+        match self.rows.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => v.push(figure),
+            None => self.rows.push((name.to_owned(), vec![figure])),
+        }
+    }
+
+    /// The median over `name`'s rounds (NaN when it has none).
+    pub fn median_of(&self, name: &str) -> f64 {
+        self.rows
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(f64::NAN, |(_, v)| median(v))
+    }
+
+    /// Prints one line per contender: every round's figure and their median, in `unit`.
+    pub fn print(&self, title: &str, unit: &str) {
+        println!("{title}: median over rounds ({unit}), then each round in run order");
+        for (name, v) in &self.rows {
+            let each: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+            println!("  {name:<24} {:>8.2}   [{}]", median(v), each.join(", "));
+        }
+    }
+}
+
+/// A group for suites whose one iteration is a whole batch of `n` tasks: criterion reports
+/// tasks per second; 10 equal-sized samples (flat sampling), a 1 s warm-up.
+pub fn batch_group<'a>(
+    c: &'a mut criterion::Criterion,
+    name: String,
+    n: usize,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .throughput(criterion::Throughput::Elements(n as u64))
+        .sample_size(10)
+        .sampling_mode(criterion::SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(measurement_time(Duration::from_secs(4)));
+    group
+}
+
+/// Benchmarks `batch` as `id` in `group`: each call runs (and waits for) one batch of `n`
+/// tasks; its rate, in million tasks per second, also goes into `rates`.
+pub fn bench_batches(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: &str,
+    n: usize,
+    rates: &mut Vec<f64>,
+    mut batch: impl FnMut(),
+) {
+    group.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let t = Instant::now();
+                batch();
+                let d = t.elapsed();
+                rates.push(n as f64 / d.as_secs_f64() / 1e6);
+                total += d;
+            }
+            total
+        });
+    });
+}
+
+/// Runs `bench(contender, id)` for every contender once per round ([`rounds`], in the order
+/// [`rotated`] gives), with `id` = `<name>/round<k>`. `bench` measures that contender and
+/// returns its per-batch figures, whose median becomes its figure for that round in
+/// `summary`.
+pub fn alternate<C: Copy>(
+    contenders: &[C],
+    name: impl Fn(C) -> &'static str,
+    summary: &mut RoundFigures,
+    mut bench: impl FnMut(C, &str) -> Vec<f64>,
+) {
+    for round in 0..rounds() {
+        for contender in rotated(contenders, round) {
+            let figures = bench(contender, &format!("{}/round{round}", name(contender)));
+            summary.push(name(contender), median(&figures));
+        }
+    }
+}
