@@ -16,7 +16,9 @@ use crate::metrics::collector::MetricsCollector;
 use crate::metrics::window;
 use crate::observe::Observer;
 use crate::recycle::{Age, Recycle, ValidateFn};
-use crate::resource_pool::{CreateError, CreateFn, DestroyFn, HealthFn, Hooks, ResourcePool};
+use crate::resource_pool::{
+    CreateError, CreateFn, DestroyFn, FormatFn, HealthFn, Hooks, ResourcePool,
+};
 use crate::scheduler::Queues;
 use crate::scheduler::capacity::Capacity;
 use crate::scheduler::sleep::Sleep;
@@ -49,6 +51,7 @@ pub struct Builder<R, E> {
     on_create: Option<Box<CreateFn<R, E>>>,
     on_destroy: Option<Box<DestroyFn<R, E>>>,
     check_health: Option<Box<HealthFn<E>>>,
+    error_formatter: Option<Box<FormatFn<E>>>,
     worker_count: usize,
     max_worker_count: Option<usize>,
     burst_interval: Duration,
@@ -76,6 +79,7 @@ impl<R, E> fmt::Debug for Builder<R, E> {
             .field("on_create", &self.on_create.is_some())
             .field("on_destroy", &self.on_destroy.is_some())
             .field("check_health", &self.check_health.is_some())
+            .field("error_formatter", &self.error_formatter.is_some())
             .field("worker_count", &self.worker_count)
             .field("max_worker_count", &self.max_worker_count)
             .field("burst_interval", &self.burst_interval)
@@ -116,6 +120,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             on_create: None,
             on_destroy: None,
             check_health: None,
+            error_formatter: None,
             worker_count: thread::available_parallelism().map_or(1, |n| n.get()),
             max_worker_count: None,
             burst_interval: Duration::from_millis(100),
@@ -166,6 +171,30 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
         F: Fn(&E) -> bool + Send + Sync + 'static,
     {
         self.check_health = Some(Box::new(f));
+        self
+    }
+
+    /// How the logs show your error type: tasker passes each `E` it logs (a failed
+    /// `on_create` or `on_destroy`, the unhealthy error that broke a resource) through `f`
+    /// and puts the text in the [`LogEvent`](crate::LogEvent)'s `error` field. Default: none,
+    /// and the logs leave the error out (tasker puts no `Debug` or `Display` bound on `E`).
+    /// Called only on those cold paths; a panic in it is caught and logged.
+    ///
+    /// ```
+    /// use std::io;
+    ///
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<_, io::Error>(()))
+    ///     .error_formatter(|e: &io::Error| e.to_string())
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn error_formatter<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&E) -> String + Send + Sync + 'static,
+    {
+        self.error_formatter = Some(Box::new(f));
         self
     }
 
@@ -450,6 +479,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             on_create: self.on_create.expect("validated"),
             on_destroy: self.on_destroy,
             check_health: self.check_health,
+            error_formatter: self.error_formatter,
         };
 
         let metrics = Metrics::new(

@@ -90,7 +90,7 @@ pub mod loom_models;
 pub use builder::Builder;
 pub use completion::TaskHandle;
 pub use error::{BuildError, ShutdownError, TaskError};
-pub use log::{Logger, TracingLogger};
+pub use log::{LogEvent, LogKind, LogLevel, Logger, TracingLogger};
 pub use manager::TaskManager;
 pub use metrics::collector::{
     MetricsCollector, NoopCollector, TaskLifecycle, TaskOutcome, WorkerEvent,

@@ -709,7 +709,7 @@ where
     ctx.set_attempt(1);
     let started_at = Some(metrics.now().max(queued_at));
     let ran = Ran::run(&shared.hooks, &observer, &mut resource, |r| f(r, &ctx));
-    let broken = ran.broken();
+    let broken = ran.broken(&shared.hooks, &observer);
     let (outcome, result) = match ran {
         Ran::Ok(value) => (TaskOutcome::Completed, Ok(value)),
         Ran::Failed(error) | Ran::Broken(error) => (
@@ -725,18 +725,12 @@ where
     match (broken, pooled) {
         (None, true) => shared.pool.put(resource, age),
         (None, false) => shared.hooks.destroy(resource, &observer),
-        (Some(panicked), pooled) => {
-            attempt::destroy_broken(&shared.hooks, &observer, resource, None, panicked, None);
+        (Some(broken), pooled) => {
+            attempt::destroy_broken(&shared.hooks, &observer, resource, None, broken, None);
             if pooled {
                 match shared.hooks.create() {
                     Ok(r) => shared.pool.put(r, Age::new(metrics.now())),
-                    Err(e) => {
-                        observer.observe(Event::PoolRefillFailed, None);
-                        if let CreateError::Failed(e) = e {
-                            observer
-                                .caught(Site::Drop("on_create's error"), unwind::drop_quietly(e));
-                        }
-                    }
+                    Err(e) => refill_failed(shared, e),
                 }
             }
         }
@@ -768,11 +762,26 @@ fn checkout<R, E>(shared: &Shared<R, E>) -> Option<(R, Age)> {
     match shared.hooks.create() {
         Ok(r) => Some((r, Age::new(shared.metrics.now()))),
         Err(e) => {
-            observer.observe(Event::PoolRefillFailed, None);
-            if let CreateError::Failed(e) = e {
-                observer.caught(Site::Drop("on_create's error"), unwind::drop_quietly(e));
-            }
+            refill_failed(shared, e);
             None
         }
+    }
+}
+
+/// `on_create` failed while refilling `run_task`'s pool: reported, and its error dropped
+/// (user code).
+#[cold]
+fn refill_failed<R, E>(shared: &Shared<R, E>, e: CreateError<E>) {
+    let observer = shared.observer();
+    let (error, panic) = e.describe(&shared.hooks, &observer);
+    observer.observe(
+        Event::PoolRefillFailed {
+            error: error.as_deref(),
+            panic,
+        },
+        None,
+    );
+    if let CreateError::Failed(e) = e {
+        observer.caught(Site::Drop("on_create's error"), unwind::drop_quietly(e));
     }
 }
