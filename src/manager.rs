@@ -848,6 +848,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// #     .build()?;
     /// manager.queue_task(|_, _| Ok(()))?;
     /// let _ = manager.queue_task(|_, _| Err::<(), _>(std::io::Error::other("no")));
+    /// manager.stop()?; // a worker counts a task just after handing its outcome over
     /// let metrics = manager.metrics();
     /// assert_eq!(metrics.total_tasks_completed, 1);
     /// assert_eq!(metrics.total_tasks_failed, 1);
