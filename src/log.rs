@@ -9,6 +9,20 @@ use std::fmt;
 use std::time::Duration;
 
 /// How loud a [`LogEvent`] is.
+///
+/// ```
+/// use tasker::{LogEvent, LogLevel, Logger};
+///
+/// /// Passes on warnings and errors only.
+/// struct Loud;
+/// impl Logger for Loud {
+///     fn log(&self, event: &LogEvent<'_>) {
+///         if event.level >= LogLevel::Warn {
+///             eprintln!("{event}");
+///         }
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LogLevel {
     /// Per-task detail: a task that ended in an error, or was re-queued for a retry.
@@ -38,6 +52,20 @@ impl LogLevel {
 }
 
 /// What happened: the `kind` of a [`LogEvent`], also its `kind` field in `tracing`.
+///
+/// ```
+/// use tasker::{LogEvent, LogKind, Logger};
+///
+/// /// Alerts on resources that cannot be made; ignores the rest.
+/// struct Alerts;
+/// impl Logger for Alerts {
+///     fn log(&self, event: &LogEvent<'_>) {
+///         if matches!(event.kind, LogKind::CreateFailed | LogKind::PoolRefillFailed) {
+///             eprintln!("ALERT {}: {}", event.kind.as_str(), event.error.unwrap_or("?"));
+///         }
+///     }
+/// }
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LogKind {
@@ -271,6 +299,20 @@ impl Fields<'_, '_> {
 pub trait Logger: Send + Sync + 'static {
     /// Receives one event. The default renders it with `Display` and calls the string method
     /// of its level.
+    ///
+    /// ```
+    /// use tasker::{LogEvent, Logger};
+    ///
+    /// struct Json;
+    /// impl Logger for Json {
+    ///     fn log(&self, e: &LogEvent<'_>) {
+    ///         eprintln!(
+    ///             r#"{{"level":"{}","kind":"{}","worker":{:?},"error":{:?}}}"#,
+    ///             e.level.as_str(), e.kind.as_str(), e.worker, e.error,
+    ///         );
+    ///     }
+    /// }
+    /// ```
     fn log(&self, event: &LogEvent<'_>) {
         let line = event.to_string();
         match event.level {
@@ -281,19 +323,91 @@ pub trait Logger: Send + Sync + 'static {
         }
     }
     /// Per-task detail: a task that ended in an error or was retried.
+    ///
+    /// ```
+    /// struct Everything;
+    /// impl tasker::Logger for Everything {
+    ///     fn debug(&self, message: &str) { eprintln!("debug: {message}") }
+    ///     fn info(&self, message: &str) { eprintln!("info: {message}") }
+    ///     fn warn(&self, message: &str) { eprintln!("warn: {message}") }
+    ///     fn error(&self, message: &str) { eprintln!("error: {message}") }
+    /// }
+    /// ```
     fn debug(&self, message: &str) {
         let _ = message;
     }
     /// Lifecycle events: shutdown begun, a resource replaced.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// #[derive(Clone, Default)]
+    /// struct Infos(Arc<Mutex<Vec<String>>>);
+    /// impl tasker::Logger for Infos {
+    ///     fn info(&self, message: &str) { self.0.lock().unwrap().push(message.to_owned()) }
+    /// }
+    /// let infos = Infos::default();
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .logger(infos.clone())
+    ///     .build()?;
+    /// manager.stop()?;
+    /// assert!(infos.0.lock().unwrap()[0].starts_with("shutdown begun"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn info(&self, message: &str) {
         let _ = message;
     }
     /// Something failed and was handled: `on_destroy` failed, a pin failed, `on_create`
     /// failed while replacing a resource.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// #[derive(Clone, Default)]
+    /// struct Warnings(Arc<Mutex<Vec<String>>>);
+    /// impl tasker::Logger for Warnings {
+    ///     fn warn(&self, message: &str) { self.0.lock().unwrap().push(message.to_owned()) }
+    /// }
+    /// let warnings = Warnings::default();
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .on_destroy(|()| Err(std::io::Error::other("close failed")))
+    ///     .error_formatter(|e| e.to_string())
+    ///     .worker_count(1)
+    ///     .max_worker_count(1)
+    ///     .resource_pool_size(0)
+    ///     .logger(warnings.clone())
+    ///     .build()?;
+    /// manager.stop()?;
+    /// let lines = warnings.0.lock().unwrap();
+    /// assert!(lines[0].contains(r#"error="close failed""#), "{lines:?}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn warn(&self, message: &str) {
         let _ = message;
     }
     /// Something failed that you should look at: a callback panicked.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// #[derive(Clone, Default)]
+    /// struct Errors(Arc<Mutex<Vec<String>>>);
+    /// impl tasker::Logger for Errors {
+    ///     fn error(&self, message: &str) { self.0.lock().unwrap().push(message.to_owned()) }
+    /// }
+    /// let errors = Errors::default();
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .logger(errors.clone())
+    ///     .build()?;
+    /// manager.stop()?;
+    /// // A callback refused at shutdown runs on this thread; its panic is caught and logged.
+    /// manager.queue_task_with_callback(|_, _| Ok(()), |_| panic!("callback bug"));
+    /// assert!(errors.0.lock().unwrap()[0].contains("callback bug"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn error(&self, message: &str) {
         let _ = message;
     }
