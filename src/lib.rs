@@ -34,8 +34,12 @@
 //! ```
 //!
 //! Every accepted task gets exactly one outcome; every resource made is destroyed exactly
-//! once; `stop` drains, `kill` resolves what is queued with [`TaskError::Killed`].
-//! See the README for the full table of submission methods.
+//! once; `stop` drains, `kill` resolves what is queued with [`TaskError::Killed`]. The
+//! sections below are the reference: every submission method, the semantics, the metrics, the
+//! builder's knobs and the feature flags (the README carries the same text, checked by
+//! `tests/readme_reference.rs`).
+//!
+#![doc = include_str!("reference.md")]
 //!
 //! # Panics in your code
 //!
@@ -57,7 +61,7 @@
 //! longer be trusted, so the thread it happens on aborts the process rather than leave callers
 //! waiting forever.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod attempt;
 mod builder;
