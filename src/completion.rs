@@ -174,12 +174,12 @@ crate::sync::thread_local! {
 /// if the task has not started.
 ///
 /// ```
-/// # use tasker::{TaskManager, TaskContext};
+/// # use tasker::TaskManager;
 /// let manager = TaskManager::builder()
 ///     .on_create(|| Ok::<u64, std::io::Error>(0))
 ///     .worker_count(1)
 ///     .build()?;
-/// let handle = manager.queue_task_async(|n: &mut u64, _ctx: &TaskContext| {
+/// let handle = manager.queue_task_async(|n, _ctx| {
 ///     *n += 1;
 ///     Ok(*n)
 /// });

@@ -7,26 +7,26 @@
 //!
 //! ```
 //! use std::io::{self, ErrorKind};
-//! use tasker::{TaskManager, TaskContext};
+//! use tasker::TaskManager;
 //!
 //! struct Conn { queries: u64 }
 //!
 //! let manager = TaskManager::builder()
 //!     .on_create(|| Ok::<_, io::Error>(Conn { queries: 0 }))
-//!     .on_destroy(|_conn: Conn| Ok(()))
+//!     .on_destroy(|_conn| Ok(()))
 //!     // A reset connection is broken: the worker replaces it and the task is retried.
-//!     .check_health(|e: &io::Error| e.kind() != ErrorKind::ConnectionReset)
+//!     .check_health(|e| e.kind() != ErrorKind::ConnectionReset)
 //!     .worker_count(2)
 //!     .build()?;
 //!
-//! let n = manager.queue_task(|conn: &mut Conn, _ctx: &TaskContext| {
+//! let n = manager.queue_task(|conn, _ctx| {
 //!     conn.queries += 1;
 //!     Ok(conn.queries)
 //! })?;
 //! assert!(n >= 1);
 //!
-//! let handle = manager.queue_task_with_priority_async(|_: &mut Conn, ctx: &TaskContext| {
-//!     Ok::<u32, io::Error>(ctx.attempt())
+//! let handle = manager.queue_task_with_priority_async(|_, ctx| {
+//!     Ok(ctx.attempt())
 //! });
 //! assert_eq!(handle.wait()?, 1);
 //! manager.stop()?;

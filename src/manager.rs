@@ -39,7 +39,7 @@ const KILLING: u32 = 2;
 ///
 /// ```
 /// use std::io;
-/// use tasker::{TaskManager, TaskContext, TaskError};
+/// use tasker::{TaskError, TaskManager};
 ///
 /// let manager = TaskManager::builder()
 ///     .on_create(|| Ok::<Vec<u64>, io::Error>(Vec::new()))
@@ -47,7 +47,7 @@ const KILLING: u32 = 2;
 ///     .build()?;
 ///
 /// // Blocking: the answer comes back to this thread.
-/// let len = manager.queue_task(|log: &mut Vec<u64>, _ctx: &TaskContext| {
+/// let len = manager.queue_task(|log, _ctx| {
 ///     log.push(1);
 ///     Ok(log.len())
 /// })?;
@@ -55,7 +55,7 @@ const KILLING: u32 = 2;
 ///
 /// // A plain error is returned as `Failed`, with the number of runs.
 /// let err = manager
-///     .queue_task(|_: &mut Vec<u64>, _: &TaskContext| Err::<(), _>(io::Error::other("no")))
+///     .queue_task(|_, _| Err::<(), _>(io::Error::other("no")))
 ///     .unwrap_err();
 /// assert!(matches!(err, TaskError::Failed { attempts: 1, .. }));
 ///
@@ -628,13 +628,13 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// refilled with a new one when `on_create` allows.
     ///
     /// ```
-    /// # use tasker::{TaskManager, TaskContext};
+    /// # use tasker::TaskManager;
     /// let manager = TaskManager::builder()
     ///     .on_create(|| Ok::<String, std::io::Error>("conn".into()))
     ///     .worker_count(1)
     ///     .resource_pool_size(1)
     ///     .build()?;
-    /// let n = manager.run_task(|conn: &mut String, _ctx: &TaskContext| Ok(conn.len()))?;
+    /// let n = manager.run_task(|conn, _ctx| Ok(conn.len()))?;
     /// assert_eq!(n, 4);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
