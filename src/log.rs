@@ -419,11 +419,15 @@ pub trait Logger: Send + Sync + 'static {
 /// subscriber can filter on them (`tasker[{kind=create_failed}]`) and export them.
 ///
 /// ```
-/// // With tracing-subscriber's `fmt()` installed, a failing `on_create` reads:
-/// // WARN tasker: on_create failed kind="create_failed" worker=0 error="connection refused" retry_in_ms=1
+/// // With tracing-subscriber's `fmt()` subscriber installed, a resource broken by an error and
+/// // whose replacement fails once reads:
+/// //  INFO tasker: resource broken; destroying it and making a new one kind="resource_replaced" worker=0 reason="unhealthy_error" error="connection reset"
+/// // DEBUG tasker: task returned an unhealthy error; re-queued with priority kind="task_retried" attempt=1 outcome="retried"
+/// //  WARN tasker: on_create failed; inactive, retrying kind="create_failed" worker=0 error="connection refused" retry_in_ms=1.0
 /// let manager = tasker::TaskManager::builder()
 ///     .on_create(|| Ok::<(), std::io::Error>(()))
-///     .logger(tasker::TracingLogger)
+///     .error_formatter(|e| e.to_string())
+///     .logger(tasker::TracingLogger) // the default
 ///     .build()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
