@@ -41,7 +41,7 @@
 //!
 #![doc = include_str!("reference.md")]
 //!
-//! # Panics in your code
+//! ## Panics in your code
 //!
 //! Your code may panic anywhere tasker calls it: a task, a callback, `on_create`,
 //! `on_destroy`, `check_health`, a [`Logger`], a [`MetricsCollector`], and the `Drop` of

@@ -26,6 +26,7 @@ struct Entry {
     attempt: Option<u32>,
     outcome: Option<&'static str>,
     reason: Option<&'static str>,
+    site: Option<&'static str>,
     error: Option<String>,
     panic: Option<String>,
     retry_in: Option<Duration>,
@@ -83,6 +84,7 @@ impl Logger for Capture {
             attempt: event.attempt,
             outcome: event.outcome,
             reason: event.reason,
+            site: event.site,
             error: event.error.map(str::to_owned),
             panic: event.panic.map(str::to_owned),
             retry_in: event.retry_in,
@@ -167,6 +169,13 @@ fn a_panicking_callback_is_an_error_line() {
         errors[0].contains("callback exploded on a worker"),
         "the line carries the panic message: {errors:?}"
     );
+    let panics = log.of(LogKind::UserPanic);
+    assert_eq!(panics.len(), 1, "{panics:?}");
+    assert_eq!(panics[0].site, Some("callback"));
+    assert_eq!(
+        panics[0].panic.as_deref(),
+        Some("callback exploded on a worker")
+    );
     // The worker carried on.
     assert_eq!(m.queue_task(|_: &mut Conn, _: &TaskContext| Ok(1)), Ok(1));
     m.stop().unwrap();
@@ -227,13 +236,14 @@ fn an_unhealthy_error_is_an_info_line_about_the_replaced_resource() {
     assert_eq!(replaced[0].reason, Some("unhealthy_error"));
     assert_eq!(replaced[0].error.as_deref(), Some("connection broken"));
     assert_eq!(replaced[0].panic, None);
-    // The task's own end, at debug: failed on its first (and only) attempt.
+    // The task's own end, at debug: failed on its first (and only) attempt. Logged just
+    // after its outcome was delivered: read once the worker is joined.
+    m.stop().unwrap();
     let ended = log.of(LogKind::TaskEnded);
     assert_eq!(ended.len(), 1, "{ended:?}");
     assert_eq!(ended[0].level, LogLevel::Debug);
     assert_eq!(ended[0].outcome, Some("failed"));
     assert_eq!(ended[0].attempt, Some(1));
-    m.stop().unwrap();
 }
 
 #[test]
@@ -256,10 +266,10 @@ fn a_panicking_task_is_an_info_line_about_the_replaced_resource() {
         Some("task panicked on purpose")
     );
     assert_eq!(replaced[0].error, None);
+    m.stop().unwrap(); // the task's end is logged just after its outcome was delivered
     let ended = log.of(LogKind::TaskEnded);
     assert_eq!(ended.len(), 1, "{ended:?}");
     assert_eq!(ended[0].outcome, Some("panicked"));
-    m.stop().unwrap();
 }
 
 #[test]
@@ -521,4 +531,52 @@ fn successful_tasks_write_no_line_above_debug() {
     assert_eq!(lines.len(), 1, "no per-task lines: {lines:?}");
     assert_eq!(lines[0].0, LogLevel::Info);
     assert!(is_shutdown_line(&lines[0].1.to_lowercase()), "{lines:?}");
+}
+
+#[test]
+fn a_failing_refill_of_the_run_task_pool_is_a_warn_line_with_the_error() {
+    let counts = Counts::new();
+    let log = Capture::default();
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (c, d, r) = (counts.clone(), counts.clone(), refuse.clone());
+    let m = TaskManager::builder()
+        .on_create(move || {
+            if r.load(Ordering::SeqCst) {
+                Err(DbError::Connect)
+            } else {
+                Ok(c.make())
+            }
+        })
+        .on_destroy(move |conn: Conn| {
+            d.destroy(conn);
+            Ok(())
+        })
+        .check_health(common::healthy)
+        .pin_workers(false)
+        .worker_count(1)
+        .max_worker_count(1)
+        .resource_pool_size(1)
+        .error_formatter(show)
+        .logger(log.clone())
+        .build()
+        .unwrap();
+    refuse.store(true, Ordering::SeqCst);
+    // The pooled resource comes back broken; its replacement cannot be made.
+    let outcome = m.run_task(|_, _| Err::<(), _>(DbError::Broken));
+    assert!(matches!(
+        outcome,
+        Err(TaskError::Failed { attempts: 1, .. })
+    ));
+    let replaced = log.of(LogKind::ResourceReplaced);
+    assert_eq!(replaced.len(), 1, "{:?}", log.lines());
+    assert_eq!(replaced[0].worker, None, "the pool's, not a worker's");
+    assert_eq!(replaced[0].error.as_deref(), Some("connection broken"));
+    let refill = log.of(LogKind::PoolRefillFailed);
+    assert_eq!(refill.len(), 1, "{:?}", log.lines());
+    assert_eq!(refill[0].level, LogLevel::Warn);
+    assert_eq!(refill[0].error.as_deref(), Some("could not connect"));
+    assert!(refill[0].line.contains("could not connect"), "{refill:?}");
+    assert_eq!(m.stats().available_resources, 0);
+    m.stop().unwrap();
+    assert_eq!(counts.created(), counts.destroyed());
 }
