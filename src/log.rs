@@ -69,7 +69,8 @@ impl LogLevel {
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LogKind {
-    /// A task ended in an error (`outcome` says which) (debug).
+    /// A task ended without a value: failed, panicked, killed, cancelled or past its deadline
+    /// (`outcome` says which) (debug).
     TaskEnded,
     /// A task returned an unhealthy error and was re-queued (debug).
     TaskRetried,

@@ -275,7 +275,7 @@ fn log_event<'a>(event: &Event<'a>) -> Option<LogEvent<'a>> {
             outcome => LogEvent {
                 attempt: Some(end.attempt),
                 outcome: Some(outcome_name(outcome)),
-                ..LogEvent::new(Debug, LogKind::TaskEnded, "task ended in an error")
+                ..LogEvent::new(Debug, LogKind::TaskEnded, "task ended without a value")
             },
         },
         Event::Replaced {
