@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 
-use tasker::{TaskContext, TaskError, TaskManager};
+use tasker::{TaskError, TaskManager};
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
@@ -85,11 +85,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 1. Blocking: the caller waits for the answer.
     println!("\n1. blocking");
-    let sum = manager.queue_task(|calc: &mut Calculator, _ctx: &TaskContext| calc.add(2.0, 3.0))?;
+    let sum = manager.queue_task(|calc, _| calc.add(2.0, 3.0))?;
     println!("   2 + 3 = {sum}");
-    let product = manager.queue_task_with_priority(|calc: &mut Calculator, _: &TaskContext| {
-        calc.multiply(6.0, 7.0)
-    })?;
+    let product = manager.queue_task_with_priority(|calc, _| calc.multiply(6.0, 7.0))?;
     println!("   6 * 7 = {product} (priority)");
 
     // 2. Callback: the answer arrives on a worker thread; here it is sent back over a channel.
@@ -98,7 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (a, b) in [(10.0, 4.0), (1.0, 3.0), (9.0, 0.0)] {
         let tx = tx.clone();
         manager.queue_task_with_callback(
-            move |calc: &mut Calculator, _: &TaskContext| calc.divide(a, b).map(|q| (calc.id, q)),
+            move |calc, _| calc.divide(a, b).map(|q| (calc.id, q)),
             move |outcome| {
                 let _ = tx.send((a, b, outcome));
             },
@@ -119,9 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let handles: Vec<_> = (1..=4)
         .map(|i| {
             let x = f64::from(i);
-            let handle = manager.queue_task_async(move |calc: &mut Calculator, _: &TaskContext| {
-                calc.multiply(x, x)
-            });
+            let handle = manager.queue_task_async(move |calc, _| calc.multiply(x, x));
             (x, handle)
         })
         .collect();
@@ -129,16 +125,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("   {x}^2 = {}", handle.wait()?);
     }
     // A handle is also a future: `.await` it on any executor.
-    let handle =
-        manager.queue_task_with_priority_async(|calc: &mut Calculator, _: &TaskContext| {
-            calc.add(0.5, 0.25)
-        });
+    let handle = manager.queue_task_with_priority_async(|calc, _| calc.add(0.5, 0.25));
     let sum = pollster::block_on(handle)?;
     println!("   0.5 + 0.25 = {sum} (priority, awaited)");
 
     // 4. A plain error: the calculator is healthy, so the task is not retried.
     println!("\n4. a plain error");
-    match manager.queue_task(|calc: &mut Calculator, _: &TaskContext| calc.divide(1.0, 0.0)) {
+    match manager.queue_task(|calc, _| calc.divide(1.0, 0.0)) {
         Ok(q) => println!("   1 / 0 = {q}?"),
         Err(TaskError::Failed { error, attempts }) => {
             println!("   1 / 0 failed after {attempts} attempt(s): {error}")
@@ -149,16 +142,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 5. At most once: an `FnOnce` task may move captured values out.
     println!("\n5. at most once");
     let numbers = vec![1.5, 2.5, 3.0];
-    let total = manager.queue_task_once(move |calc: &mut Calculator, _: &TaskContext| {
+    let total = manager.queue_task_once(move |calc, _| {
         numbers.into_iter().try_fold(0.0, |acc, n| calc.add(acc, n))
     })?;
     println!("   1.5 + 2.5 + 3.0 = {total}");
 
     // 6. run_task: runs now on this thread, with the pooled calculator, bypassing the queues.
     println!("\n6. run_task");
-    let (id, q) = manager.run_task(|calc: &mut Calculator, _: &TaskContext| {
-        calc.divide(22.0, 7.0).map(|q| (calc.id, q))
-    })?;
+    let (id, q) = manager.run_task(|calc, _| calc.divide(22.0, 7.0).map(|q| (calc.id, q)))?;
     println!("   22 / 7 = {q:.4} (calculator #{id}, from the pool)");
 
     let m = manager.metrics();

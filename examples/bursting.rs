@@ -1,4 +1,5 @@
-//! Waves of heavy tasks, watched through `stats()`.
+//! Bursting: extra workers that come up under a backlog and park when idle, watched through
+//! `stats()` and a `MetricsCollector`.
 //!
 //! `cargo run --release --example bursting`
 //!
@@ -103,16 +104,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
     };
 
-    let mut handles: Vec<TaskHandle<u64, io::Error>> = Vec::new();
+    let mut handles = Vec::new();
     for (wave, size) in WAVES.into_iter().enumerate() {
         println!("  -- wave {}: {size} tasks --", wave + 1);
         for i in 0..size {
-            let task = |s: &mut Scratch, ctx: &TaskContext| heavy(s, TASK_COST, ctx);
-            handles.push(if i % PRIORITY_EVERY == PRIORITY_EVERY - 1 {
-                manager.queue_task_with_priority_async(task)
-            } else {
-                manager.queue_task_async(task)
-            });
+            let urgent = i % PRIORITY_EVERY == PRIORITY_EVERY - 1;
+            let handle = manager
+                .task(|s, ctx| heavy(s, TASK_COST, ctx))
+                .with_priority(urgent)
+                .spawn();
+            handles.push(handle);
         }
         thread::sleep(PAUSE_BETWEEN_WAVES);
     }

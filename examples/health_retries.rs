@@ -108,19 +108,24 @@ fn report(outcome: Result<String, TaskError<ProcessError>>) {
     }
 }
 
+/// The task that processes `img`: a closure the manager can run (and re-run) on any worker.
+fn process(
+    img: Image,
+) -> impl FnMut(&mut ImageProcessor, &TaskContext) -> Result<String, ProcessError> + Send + 'static
+{
+    move |p, ctx| p.process(&img, ctx)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("starting 2 workers (max_retries = 3, so a task runs at most 4 times):");
     let manager = TaskManager::builder()
         .on_create(ImageProcessor::start)
         .on_destroy(ImageProcessor::shut_down)
-        .check_health(|e: &ProcessError| !matches!(e, ProcessError::Crashed { .. }))
+        .check_health(|e| !matches!(e, ProcessError::Crashed { .. }))
         .worker_count(2)
         .max_retries(3)
         .resource_pool_size(0) // no run_task here: no pooled processors
         .build()?;
-
-    let process =
-        |img: Image| move |p: &mut ImageProcessor, ctx: &TaskContext| p.process(&img, ctx);
 
     println!("\n1. a healthy image");
     report(manager.queue_task(process(image("cat.png", 0))));

@@ -44,15 +44,28 @@ impl<T, E> Ran<T, E> {
         }
     }
 
-    /// Whether the resource must be replaced: `Some(panicked)` if it is broken.
+    /// Whether the resource must be replaced: `Some` if it is broken, saying why.
     #[inline]
-    pub(crate) fn broken(&self) -> Option<bool> {
+    pub(crate) fn broken<R>(&self, hooks: &Hooks<R, E>, observer: &Observer<'_>) -> Option<Broken> {
         match self {
             Ran::Ok(_) | Ran::Failed(_) => None,
-            Ran::Broken(_) => Some(false),
-            Ran::Panicked(_) => Some(true),
+            Ran::Broken(error) => Some(Broken {
+                panicked: false,
+                detail: hooks.describe(error, observer),
+            }),
+            Ran::Panicked(message) => Some(Broken {
+                panicked: true,
+                detail: Some(message.to_string()),
+            }),
         }
     }
+}
+
+/// Why a resource is broken, for the log: a panic (its message) or an unhealthy error (as
+/// the builder's `error_formatter` wrote it, if there is one).
+pub(crate) struct Broken {
+    pub(crate) panicked: bool,
+    pub(crate) detail: Option<String>,
 }
 
 /// Destroys a broken resource and reports it: a worker's (`worker: Some`, `own` its tally)
@@ -63,9 +76,16 @@ pub(crate) fn destroy_broken<R, E>(
     observer: &Observer<'_>,
     resource: R,
     worker: Option<usize>,
-    panicked: bool,
+    broken: Broken,
     own: Option<&Tally>,
 ) {
-    observer.observe(Event::Replaced { worker, panicked }, own);
+    observer.observe(
+        Event::Replaced {
+            worker,
+            panicked: broken.panicked,
+            detail: broken.detail.as_deref(),
+        },
+        own,
+    );
     hooks.destroy(resource, observer);
 }

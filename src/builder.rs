@@ -16,7 +16,9 @@ use crate::metrics::collector::MetricsCollector;
 use crate::metrics::window;
 use crate::observe::Observer;
 use crate::recycle::{Age, Recycle, ValidateFn};
-use crate::resource_pool::{CreateError, CreateFn, DestroyFn, HealthFn, Hooks, ResourcePool};
+use crate::resource_pool::{
+    CreateError, CreateFn, DestroyFn, FormatFn, HealthFn, Hooks, ResourcePool,
+};
 use crate::scheduler::Queues;
 use crate::scheduler::capacity::Capacity;
 use crate::scheduler::sleep::Sleep;
@@ -49,6 +51,7 @@ pub struct Builder<R, E> {
     on_create: Option<Box<CreateFn<R, E>>>,
     on_destroy: Option<Box<DestroyFn<R, E>>>,
     check_health: Option<Box<HealthFn<E>>>,
+    error_formatter: Option<Box<FormatFn<E>>>,
     worker_count: usize,
     max_worker_count: Option<usize>,
     burst_interval: Duration,
@@ -76,6 +79,7 @@ impl<R, E> fmt::Debug for Builder<R, E> {
             .field("on_create", &self.on_create.is_some())
             .field("on_destroy", &self.on_destroy.is_some())
             .field("check_health", &self.check_health.is_some())
+            .field("error_formatter", &self.error_formatter.is_some())
             .field("worker_count", &self.worker_count)
             .field("max_worker_count", &self.max_worker_count)
             .field("burst_interval", &self.burst_interval)
@@ -102,11 +106,47 @@ impl<R: Send + 'static, E: Send + 'static> Default for Builder<R, E> {
 impl<R, E> Builder<R, E> {
     /// The most worker slots (`worker_count`, `max_worker_count`) a manager may have: one OS
     /// thread each.
+    ///
+    /// ```
+    /// use tasker::{BuildError, TaskManager};
+    ///
+    /// type B = tasker::Builder<(), std::io::Error>;
+    /// let refused = TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(B::MAX_WORKERS + 1)
+    ///     .build();
+    /// assert!(matches!(refused, Err(BuildError::TooLarge { setting: "worker_count", .. })));
+    /// ```
     pub const MAX_WORKERS: usize = 4096;
     /// The most resources `resource_pool_size` may keep for `run_task` (all made at build).
+    ///
+    /// ```
+    /// use tasker::{BuildError, TaskManager};
+    ///
+    /// type B = tasker::Builder<(), std::io::Error>;
+    /// let refused = TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .resource_pool_size(B::MAX_RESOURCE_POOL + 1)
+    ///     .build();
+    /// assert!(matches!(refused, Err(BuildError::TooLarge { setting: "resource_pool_size", .. })));
+    /// ```
     pub const MAX_RESOURCE_POOL: usize = 4096;
     /// The shortest `burst_interval`: a controller deciding more often would burn a core
     /// reading the same one-second rates.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tasker::{BuildError, TaskManager};
+    ///
+    /// type B = tasker::Builder<(), std::io::Error>;
+    /// assert_eq!(B::MIN_BURST_INTERVAL, Duration::from_millis(1));
+    /// let refused = TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .burst_interval(Duration::from_micros(10))
+    ///     .build();
+    /// assert!(matches!(refused, Err(BuildError::BurstIntervalTooShort { .. })));
+    /// ```
     pub const MIN_BURST_INTERVAL: Duration = Duration::from_millis(1);
 }
 
@@ -116,6 +156,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             on_create: None,
             on_destroy: None,
             check_health: None,
+            error_formatter: None,
             worker_count: thread::available_parallelism().map_or(1, |n| n.get()),
             max_worker_count: None,
             burst_interval: Duration::from_millis(100),
@@ -140,6 +181,25 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
     /// Makes a worker's resource. Required. Called on the worker's own thread (after pinning),
     /// and again there whenever the resource is replaced; also on the builder's thread for the
     /// `run_task` pool.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let made = Arc::new(AtomicUsize::new(0));
+    /// let counter = made.clone();
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(move || {
+    ///         // Open a connection here; its error type is the manager's `E`.
+    ///         Ok::<usize, std::io::Error>(counter.fetch_add(1, Ordering::SeqCst))
+    ///     })
+    ///     .worker_count(2)
+    ///     .resource_pool_size(1)
+    ///     .build()?;
+    /// // Two workers and one pooled resource for `run_task`.
+    /// assert_eq!(made.load(Ordering::SeqCst), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn on_create<F>(mut self, f: F) -> Self
     where
         F: Fn() -> Result<R, E> + Send + Sync + 'static,
@@ -150,6 +210,27 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
 
     /// Releases a resource. Optional (default: drop it). Every resource made is passed here
     /// exactly once; an `Err` or a panic is logged.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let closed = Arc::new(AtomicUsize::new(0));
+    /// let c = closed.clone();
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<Vec<u8>, std::io::Error>(Vec::new()))
+    ///     .on_destroy(move |_buf| {
+    ///         c.fetch_add(1, Ordering::SeqCst);
+    ///         Ok(())
+    ///     })
+    ///     .worker_count(1)
+    ///     .max_worker_count(1)
+    ///     .resource_pool_size(0)
+    ///     .build()?;
+    /// manager.stop()?;
+    /// assert_eq!(closed.load(Ordering::SeqCst), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn on_destroy<F>(mut self, f: F) -> Self
     where
         F: Fn(R) -> Result<(), E> + Send + Sync + 'static,
@@ -161,6 +242,30 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
     /// Decides whether a task's error leaves the resource usable. `false` means broken: the
     /// worker replaces its resource and the task is retried (unless at-most-once or out of
     /// retries). Default: every error is healthy.
+    ///
+    /// ```
+    /// use std::io::{Error, ErrorKind};
+    /// use tasker::TaskError;
+    ///
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<u32, Error>(0))
+    ///     // A reset connection is broken; any other error leaves it usable.
+    ///     .check_health(|e: &Error| e.kind() != ErrorKind::ConnectionReset)
+    ///     .worker_count(1)
+    ///     .max_retries(1)
+    ///     .build()?;
+    /// // Broken on the first run: the worker makes a new resource and the task runs again.
+    /// let n = manager.queue_task(|_, ctx| match ctx.attempt() {
+    ///     1 => Err(Error::from(ErrorKind::ConnectionReset)),
+    ///     n => Ok(n),
+    /// })?;
+    /// assert_eq!(n, 2);
+    /// // A healthy error is a plain failure: no retry.
+    /// let plain = manager.queue_task(|_, _| Err::<(), _>(Error::from(ErrorKind::NotFound)));
+    /// assert!(matches!(plain, Err(TaskError::Failed { attempts: 1, .. })));
+    /// assert_eq!(manager.metrics().total_tasks_retried, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn check_health<F>(mut self, f: F) -> Self
     where
         F: Fn(&E) -> bool + Send + Sync + 'static,
@@ -169,8 +274,41 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
         self
     }
 
+    /// How the logs show your error type: tasker passes each `E` it logs (a failed
+    /// `on_create` or `on_destroy`, the unhealthy error that broke a resource) through `f`
+    /// and puts the text in the [`LogEvent`](crate::LogEvent)'s `error` field. Default: none,
+    /// and the logs leave the error out (tasker puts no `Debug` or `Display` bound on `E`).
+    /// Called only on those cold paths; a panic in it is caught and logged.
+    ///
+    /// ```
+    /// use std::io;
+    ///
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<_, io::Error>(()))
+    ///     .error_formatter(|e: &io::Error| e.to_string())
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn error_formatter<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&E) -> String + Send + Sync + 'static,
+    {
+        self.error_formatter = Some(Box::new(f));
+        self
+    }
+
     /// Base workers, each a pinned thread with its own resource. Must be > 0 and at most
     /// [`MAX_WORKERS`](Self::MAX_WORKERS). Default: the number of CPUs this process may use.
+    ///
+    /// ```
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(3)
+    ///     .build()?;
+    /// assert_eq!(manager.stats().base_workers, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn worker_count(mut self, n: usize) -> Self {
         self.worker_count = n;
         self
@@ -182,6 +320,18 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
     /// Every slot's thread is made at build; slots above `worker_count` start parked, hold no
     /// resource, and are activated and parked by the burst controller as the load asks.
     /// Equal to `worker_count`: bursting is off (no controller thread either).
+    ///
+    /// ```
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(2)
+    ///     .max_worker_count(6)
+    ///     .build()?;
+    /// let stats = manager.stats();
+    /// assert_eq!((stats.base_workers, stats.max_workers), (2, 6));
+    /// assert_eq!(stats.parked_workers, 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_worker_count(mut self, n: usize) -> Self {
         self.max_worker_count = Some(n);
         self
@@ -189,6 +339,18 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
 
     /// How often the burst controller decides. At least
     /// [`MIN_BURST_INTERVAL`](Self::MIN_BURST_INTERVAL) (1 ms). Default: 100 ms.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .max_worker_count(4)
+    ///     .burst_interval(Duration::from_millis(20))
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn burst_interval(mut self, interval: Duration) -> Self {
         self.burst_interval = interval;
         self
@@ -196,12 +358,34 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
 
     /// Keep a burst slot's resource while it is parked, for resources that are expensive to
     /// create (it is destroyed at shutdown). Default: false (destroyed when the slot parks).
+    ///
+    /// ```
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .max_worker_count(4)
+    ///     .keep_burst_resources(true)
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn keep_burst_resources(mut self, keep: bool) -> Self {
         self.keep_burst_resources = keep;
         self
     }
 
     /// The least time a burst slot stays up once activated. Default: 1 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .max_worker_count(4)
+    ///     .burst_keep_alive(Duration::from_millis(250))
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn burst_keep_alive(mut self, keep_alive: Duration) -> Self {
         self.burst_keep_alive = keep_alive;
         self
@@ -209,6 +393,21 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
 
     /// Re-runs after unhealthy errors; 0 = never retry. Default: 3, so a task runs at most 4
     /// times.
+    ///
+    /// ```
+    /// use std::io::Error;
+    /// use tasker::TaskError;
+    ///
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), Error>(()))
+    ///     .check_health(|_: &Error| false) // every error breaks the resource
+    ///     .max_retries(2)
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// let outcome = manager.queue_task(|_, _| Err::<(), _>(Error::other("down")));
+    /// assert!(matches!(outcome, Err(TaskError::Failed { attempts: 3, .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
         self
@@ -217,6 +416,18 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
     /// Resources kept for [`TaskManager::run_task`], made at build. 0 is allowed (every
     /// `run_task` then makes a temporary one); at most
     /// [`MAX_RESOURCE_POOL`](Self::MAX_RESOURCE_POOL). Default: `worker_count`.
+    ///
+    /// ```
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .resource_pool_size(2)
+    ///     .build()?;
+    /// assert_eq!(manager.stats().available_resources, 2);
+    /// manager.run_task(|_, _| Ok(()))?; // takes one, puts it back
+    /// assert_eq!(manager.stats().available_resources, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn resource_pool_size(mut self, n: usize) -> Self {
         self.resource_pool_size = Some(n);
         self
@@ -224,6 +435,14 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
 
     /// Pin each worker to a CPU, round-robin over the CPUs this process may use. A failed pin
     /// is logged and the worker runs unpinned. Default: true.
+    ///
+    /// ```
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .pin_workers(false) // leave placement to the OS
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pin_workers(mut self, pin: bool) -> Self {
         self.pin_workers = pin;
         self
@@ -231,12 +450,32 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
 
     /// Worker threads are named `{prefix}-{index}` (the burst controller `{prefix}-burst`).
     /// Must not contain a NUL byte. Default: `tasker`.
+    ///
+    /// ```
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .thread_name_prefix("db")
+    ///     .build()?;
+    /// let name = manager.queue_task(|_, _| Ok(std::thread::current().name().map(str::to_owned)))?;
+    /// assert_eq!(name.as_deref(), Some("db-0"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.thread_name_prefix = prefix.into();
         self
     }
 
     /// Stack size of worker threads, in bytes. Must be > 0. Default: the platform's.
+    ///
+    /// ```
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .stack_size(8 << 20) // 8 MiB for deeply recursive tasks
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
         self
@@ -245,6 +484,35 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
     /// Bounds the fresh tasks waiting in the queues (retries are never refused). When full,
     /// callback and handle deliveries get [`TaskError::QueueFull`](crate::TaskError::QueueFull)
     /// and blocking deliveries wait for room. Must be > 0. Default: unbounded.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use tasker::TaskError;
+    ///
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .max_worker_count(1)
+    ///     .queue_capacity(1)
+    ///     .build()?;
+    /// // Hold the only worker, then fill the queue's one place.
+    /// let (started, release) = (mpsc::channel(), mpsc::channel::<()>());
+    /// let (started_tx, started_rx) = started;
+    /// let (release_tx, release_rx) = release;
+    /// let busy = manager.queue_task_async(move |_, _| {
+    ///     started_tx.send(()).unwrap();
+    ///     release_rx.recv().unwrap();
+    ///     Ok(())
+    /// });
+    /// started_rx.recv()?;
+    /// let queued = manager.queue_task_async(|_, _| Ok(()));
+    /// let refused = manager.queue_task_async(|_, _| Ok(()));
+    /// assert!(matches!(refused.wait(), Err(TaskError::QueueFull)));
+    /// release_tx.send(())?;
+    /// busy.wait()?;
+    /// queued.wait()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = Some(n);
         self
@@ -252,6 +520,17 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
 
     /// The sliding window that rates in [`TaskMetrics`](crate::TaskMetrics) are measured
     /// over (10 buckets of a tenth each). Must be at least 10 ns. Default: 1 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .metrics_window(Duration::from_secs(10)) // smoother rates
+    ///     .build()?;
+    /// assert_eq!(manager.metrics().rate_window, Duration::from_secs(10));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn metrics_window(mut self, window: Duration) -> Self {
         self.metrics_window = window;
         self
@@ -259,6 +538,31 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
 
     /// Also sends every task and worker event to `collector` (the built-in metrics keep
     /// working). Default: none.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use tasker::{MetricsCollector, TaskLifecycle};
+    ///
+    /// #[derive(Default)]
+    /// struct Completed(AtomicU64);
+    /// impl MetricsCollector for Completed {
+    ///     fn record_completion(&self, _task: &TaskLifecycle) {
+    ///         self.0.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// }
+    ///
+    /// let completed = Arc::new(Completed::default());
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .metrics_collector(completed.clone())
+    ///     .build()?;
+    /// manager.queue_task(|_, _| Ok(()))?;
+    /// manager.stop()?; // once the workers are joined, everything is recorded
+    /// assert_eq!(completed.0.load(Ordering::Relaxed), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn metrics_collector(mut self, collector: impl MetricsCollector) -> Self {
         self.collector = Some(Box::new(collector));
         self
@@ -266,6 +570,22 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
 
     /// Where lifecycle messages go. Default: [`TracingLogger`] (the `tracing` facade, target
     /// `tasker`).
+    ///
+    /// ```
+    /// use tasker::{LogEvent, Logger};
+    ///
+    /// struct Stderr;
+    /// impl Logger for Stderr {
+    ///     fn log(&self, event: &LogEvent<'_>) {
+    ///         eprintln!("{}: {event}", event.level.as_str());
+    ///     }
+    /// }
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .logger(Stderr)
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn logger(mut self, logger: impl Logger) -> Self {
         self.logger = Box::new(logger);
         self
@@ -365,6 +685,17 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
     /// How long a resource must sit idle (since its last task ended) before
     /// [`validate`](Self::validate) checks it. `Duration::ZERO`: before every task but a fresh
     /// resource's first. Default: 1 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<bool, std::io::Error>(true))
+    ///     .validate(|alive: &mut bool| *alive)
+    ///     .validate_after_idle(Duration::ZERO) // before every task
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn validate_after_idle(mut self, idle: Duration) -> Self {
         self.validate_after_idle = idle;
         self
@@ -442,6 +773,21 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
     /// are burst slots, the burst controller's thread. No thread is made after this returns.
     /// Returns once every base worker holds its resource; if any `on_create` fails, destroys
     /// everything already made and returns the error.
+    ///
+    /// ```
+    /// use tasker::{BuildError, TaskManager};
+    ///
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .build()?;
+    /// // Bad settings are typed errors, not panics.
+    /// let refused = TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(0)
+    ///     .build();
+    /// assert!(matches!(refused, Err(BuildError::ZeroWorkers)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn build(self) -> Result<TaskManager<R, E>, BuildError<E>> {
         let max_workers = self.check()?;
         let base = self.worker_count;
@@ -450,6 +796,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             on_create: self.on_create.expect("validated"),
             on_destroy: self.on_destroy,
             check_health: self.check_health,
+            error_formatter: self.error_formatter,
         };
 
         let metrics = Metrics::new(

@@ -174,12 +174,12 @@ crate::sync::thread_local! {
 /// if the task has not started.
 ///
 /// ```
-/// # use tasker::{TaskManager, TaskContext};
+/// # use tasker::TaskManager;
 /// let manager = TaskManager::builder()
 ///     .on_create(|| Ok::<u64, std::io::Error>(0))
 ///     .worker_count(1)
 ///     .build()?;
-/// let handle = manager.queue_task_async(|n: &mut u64, _ctx: &TaskContext| {
+/// let handle = manager.queue_task_async(|n, _ctx| {
 ///     *n += 1;
 ///     Ok(*n)
 /// });
@@ -228,6 +228,30 @@ impl<T, E> TaskHandle<T, E> {
     }
 
     /// True once the task has an outcome (done, failed, refused or cancelled).
+    ///
+    /// ```
+    /// # use std::sync::mpsc;
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .max_worker_count(1)
+    ///     .build()?;
+    /// // Hold the only worker, so what is queued next waits.
+    /// let (started_tx, started_rx) = mpsc::channel();
+    /// let (release_tx, release_rx) = mpsc::channel::<()>();
+    /// let busy = manager.queue_task_async(move |_, _| {
+    ///     started_tx.send(()).unwrap();
+    ///     release_rx.recv().unwrap();
+    ///     Ok(0)
+    /// });
+    /// started_rx.recv()?;
+    /// let queued = manager.queue_task_async(|_, _| Ok(1));
+    /// assert!(!queued.is_finished());
+    /// release_tx.send(())?;
+    /// assert_eq!(busy.wait()?, 0);
+    /// assert_eq!(queued.wait()?, 1); // `wait` after `is_finished` is true returns at once
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_finished(&self) -> bool {
         self.slot().is_finished()
     }
@@ -241,6 +265,33 @@ impl<T, E> TaskHandle<T, E> {
     /// that `Drop` is caught (the cancel stands) and reported through the `tracing` facade
     /// (target `tasker`): a handle does not reach its manager's [`Logger`](crate::Logger) or
     /// counters.
+    ///
+    /// ```
+    /// # use std::sync::mpsc;
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .max_worker_count(1)
+    ///     .build()?;
+    /// // Hold the only worker, so what is queued next waits.
+    /// let (started_tx, started_rx) = mpsc::channel();
+    /// let (release_tx, release_rx) = mpsc::channel::<()>();
+    /// let busy = manager.queue_task_async(move |_, _| {
+    ///     started_tx.send(()).unwrap();
+    ///     release_rx.recv().unwrap();
+    ///     Ok(0)
+    /// });
+    /// started_rx.recv()?;
+    /// use tasker::TaskError;
+    ///
+    /// let queued = manager.queue_task_async(|_, _| Ok(1));
+    /// assert!(queued.cancel()); // it had not started: now it never will
+    /// assert!(matches!(queued.wait(), Err(TaskError::Cancelled)));
+    /// release_tx.send(())?;
+    /// assert!(!busy.cancel()); // it had started
+    /// assert_eq!(busy.wait()?, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cancel(&self) -> bool {
         self.cell.cancel()
     }
@@ -283,6 +334,33 @@ impl<T, E> TaskHandle<T, E> {
 
     /// Blocks until the task has an outcome or `timeout` passes. On timeout the handle is given
     /// back, still live, so the caller can wait again, cancel, or drop it.
+    ///
+    /// ```
+    /// # use std::sync::mpsc;
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .max_worker_count(1)
+    ///     .build()?;
+    /// // Hold the only worker, so what is queued next waits.
+    /// let (started_tx, started_rx) = mpsc::channel();
+    /// let (release_tx, release_rx) = mpsc::channel::<()>();
+    /// let busy = manager.queue_task_async(move |_, _| {
+    ///     started_tx.send(()).unwrap();
+    ///     release_rx.recv().unwrap();
+    ///     Ok(0)
+    /// });
+    /// started_rx.recv()?;
+    /// use std::time::Duration;
+    ///
+    /// let queued = manager.queue_task_async(|_, _| Ok(1));
+    /// // Not done within 10 ms: the handle comes back.
+    /// let queued = queued.wait_timeout(Duration::from_millis(10)).unwrap_err();
+    /// release_tx.send(())?;
+    /// busy.wait()?;
+    /// assert_eq!(queued.wait_timeout(Duration::from_secs(60)).ok().map(Result::ok), Some(Some(1)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, TaskError<E>>, Self> {
         // A timeout too large for `Instant` means "no deadline".
         self.wait_until(Instant::now().checked_add(timeout))

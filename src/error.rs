@@ -7,6 +7,25 @@ use std::fmt;
 ///
 /// Every task accepted by a [`TaskManager`](crate::TaskManager) ends with exactly one
 /// `Result<T, TaskError<E>>`, whatever happens to the manager.
+///
+/// ```
+/// # let manager = tasker::TaskManager::builder()
+/// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+/// #     .worker_count(1)
+/// #     .build()?;
+/// use tasker::TaskError;
+///
+/// match manager.queue_task(|_, _| Err::<(), _>(std::io::Error::other("disk full"))) {
+///     Err(TaskError::Failed { error, attempts }) => {
+///         assert_eq!(error.to_string(), "disk full");
+///         assert_eq!(attempts, 1); // a healthy error (the default) is not retried
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// manager.stop()?;
+/// assert!(matches!(manager.queue_task(|_, _| Ok(())), Err(TaskError::ShuttingDown)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[non_exhaustive]
 #[derive(Debug, PartialEq, Eq)]
 pub enum TaskError<E> {
@@ -48,6 +67,14 @@ pub enum TaskError<E> {
 
 impl<E> TaskError<E> {
     /// The task's own error, if it failed with one.
+    ///
+    /// ```
+    /// use tasker::TaskError;
+    ///
+    /// let failed: TaskError<&str> = TaskError::Failed { error: "timeout", attempts: 2 };
+    /// assert_eq!(failed.into_task_error(), Some("timeout"));
+    /// assert_eq!(TaskError::<&str>::Killed.into_task_error(), None);
+    /// ```
     pub fn into_task_error(self) -> Option<E> {
         match self {
             TaskError::Failed { error, .. } | TaskError::ResourceCreation(error) => Some(error),
@@ -88,6 +115,19 @@ impl<E: Error + 'static> Error for TaskError<E> {
 }
 
 /// Why [`Builder::build`](crate::Builder::build) refused.
+///
+/// ```
+/// use tasker::{BuildError, TaskManager};
+///
+/// let refused = TaskManager::builder()
+///     .on_create(|| Err::<(), _>(std::io::Error::other("connection refused")))
+///     .worker_count(1)
+///     .build();
+/// match refused {
+///     Err(BuildError::ResourceCreation(e)) => assert_eq!(e.to_string(), "connection refused"),
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 #[non_exhaustive]
 #[derive(Debug)]
 pub enum BuildError<E> {
@@ -212,6 +252,20 @@ impl<E: Error + 'static> Error for BuildError<E> {
 ///
 /// `AlreadyStopping` and `AlreadyKilled` are returned once the shutdown begun elsewhere has
 /// completed (see [`TaskManager::stop`](crate::TaskManager::stop)).
+///
+/// ```
+/// use tasker::{ShutdownError, TaskManager};
+///
+/// let manager = TaskManager::builder()
+///     .on_create(|| Ok::<(), std::io::Error>(()))
+///     .worker_count(1)
+///     .build()?;
+/// manager.stop()?;
+/// assert_eq!(manager.stop(), Err(ShutdownError::AlreadyStopping));
+/// assert_eq!(manager.kill(), Ok(())); // escalation is allowed once
+/// assert_eq!(manager.kill(), Err(ShutdownError::AlreadyKilled));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShutdownError {

@@ -7,26 +7,26 @@
 //!
 //! ```
 //! use std::io::{self, ErrorKind};
-//! use tasker::{TaskManager, TaskContext};
+//! use tasker::TaskManager;
 //!
 //! struct Conn { queries: u64 }
 //!
 //! let manager = TaskManager::builder()
 //!     .on_create(|| Ok::<_, io::Error>(Conn { queries: 0 }))
-//!     .on_destroy(|_conn: Conn| Ok(()))
+//!     .on_destroy(|_conn| Ok(()))
 //!     // A reset connection is broken: the worker replaces it and the task is retried.
-//!     .check_health(|e: &io::Error| e.kind() != ErrorKind::ConnectionReset)
+//!     .check_health(|e| e.kind() != ErrorKind::ConnectionReset)
 //!     .worker_count(2)
 //!     .build()?;
 //!
-//! let n = manager.queue_task(|conn: &mut Conn, _ctx: &TaskContext| {
+//! let n = manager.queue_task(|conn, _ctx| {
 //!     conn.queries += 1;
 //!     Ok(conn.queries)
 //! })?;
 //! assert!(n >= 1);
 //!
-//! let handle = manager.queue_task_with_priority_async(|_: &mut Conn, ctx: &TaskContext| {
-//!     Ok::<u32, io::Error>(ctx.attempt())
+//! let handle = manager.queue_task_with_priority_async(|_, ctx| {
+//!     Ok(ctx.attempt())
 //! });
 //! assert_eq!(handle.wait()?, 1);
 //! manager.stop()?;
@@ -34,10 +34,14 @@
 //! ```
 //!
 //! Every accepted task gets exactly one outcome; every resource made is destroyed exactly
-//! once; `stop` drains, `kill` resolves what is queued with [`TaskError::Killed`].
-//! See the README for the full table of submission methods.
+//! once; `stop` drains, `kill` resolves what is queued with [`TaskError::Killed`]. The
+//! sections below are the reference: every submission method, the semantics, the metrics, the
+//! builder's knobs and the feature flags (the README carries the same text, checked by
+//! `tests/readme_reference.rs`).
 //!
-//! # Panics in your code
+#![doc = include_str!("reference.md")]
+//!
+//! ## Panics in your code
 //!
 //! Your code may panic anywhere tasker calls it: a task, a callback, `on_create`,
 //! `on_destroy`, `check_health`, a [`Logger`], a [`MetricsCollector`], and the `Drop` of
@@ -57,7 +61,7 @@
 //! longer be trusted, so the thread it happens on aborts the process rather than leave callers
 //! waiting forever.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod attempt;
 mod builder;
@@ -90,7 +94,7 @@ pub mod loom_models;
 pub use builder::Builder;
 pub use completion::TaskHandle;
 pub use error::{BuildError, ShutdownError, TaskError};
-pub use log::{Logger, TracingLogger};
+pub use log::{LogEvent, LogKind, LogLevel, Logger, TracingLogger};
 pub use manager::TaskManager;
 pub use metrics::collector::{
     MetricsCollector, NoopCollector, TaskLifecycle, TaskOutcome, WorkerEvent,

@@ -39,7 +39,7 @@ const KILLING: u32 = 2;
 ///
 /// ```
 /// use std::io;
-/// use tasker::{TaskManager, TaskContext, TaskError};
+/// use tasker::{TaskError, TaskManager};
 ///
 /// let manager = TaskManager::builder()
 ///     .on_create(|| Ok::<Vec<u64>, io::Error>(Vec::new()))
@@ -47,7 +47,7 @@ const KILLING: u32 = 2;
 ///     .build()?;
 ///
 /// // Blocking: the answer comes back to this thread.
-/// let len = manager.queue_task(|log: &mut Vec<u64>, _ctx: &TaskContext| {
+/// let len = manager.queue_task(|log, _ctx| {
 ///     log.push(1);
 ///     Ok(log.len())
 /// })?;
@@ -55,7 +55,7 @@ const KILLING: u32 = 2;
 ///
 /// // A plain error is returned as `Failed`, with the number of runs.
 /// let err = manager
-///     .queue_task(|_: &mut Vec<u64>, _: &TaskContext| Err::<(), _>(io::Error::other("no")))
+///     .queue_task(|_, _| Err::<(), _>(io::Error::other("no")))
 ///     .unwrap_err();
 /// assert!(matches!(err, TaskError::Failed { attempts: 1, .. }));
 ///
@@ -166,6 +166,23 @@ impl<R, E> Inner<R, E> {
 impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// Starts configuring a manager. `R` and `E` are inferred from `on_create`, or named:
     /// `TaskManager::<Conn, MyError>::builder()`.
+    ///
+    /// ```
+    /// use tasker::TaskManager;
+    ///
+    /// // R and E inferred from on_create...
+    /// let inferred = TaskManager::builder()
+    ///     .on_create(|| Ok::<String, std::io::Error>(String::new()))
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// // ...or named, for a builder set up before its hooks.
+    /// let named = TaskManager::<String, std::io::Error>::builder()
+    ///     .on_create(|| Ok(String::new()))
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// # drop((inferred, named));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn builder() -> Builder<R, E> {
         Builder::new()
     }
@@ -318,6 +335,22 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     ///
     /// Waits for room when the queue is bounded and full. Called from inside a task of this
     /// same manager it returns [`TaskError::WouldDeadlock`] at once (see there).
+    ///
+    /// ```
+    /// use tasker::TaskManager;
+    ///
+    /// // Each worker owns a counter; a task borrows its worker's.
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<u64, std::io::Error>(0))
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// let n = manager.queue_task(|count, _ctx| {
+    ///     *count += 1;
+    ///     Ok(*count)
+    /// })?;
+    /// assert_eq!(n, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_task<T, F>(&self, f: F) -> Result<T, TaskError<E>>
     where
         T: Send + 'static,
@@ -332,6 +365,16 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// Priority is strict: workers take priority tasks first, so a steady flood of them
     /// starves normal tasks for as long as it lasts (nothing ages a waiting task), and retries
     /// go to the priority queue too. Keep priority for the latency-critical few.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// let attempt = manager.queue_task_with_priority(|_, ctx| Ok(ctx.attempt()))?;
+    /// assert_eq!(attempt, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_task_with_priority<T, F>(&self, f: F) -> Result<T, TaskError<E>>
     where
         T: Send + 'static,
@@ -341,6 +384,18 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     }
 
     /// Like [`queue_task`](Self::queue_task), but runs at most once: never retried.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// // A FnOnce may move what it captures out: it runs at most once.
+    /// let receipt = String::from("charged");
+    /// let got = manager.queue_task_once(move |_, _| Ok(receipt))?;
+    /// assert_eq!(got, "charged");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_task_once<T, F>(&self, f: F) -> Result<T, TaskError<E>>
     where
         T: Send + 'static,
@@ -349,7 +404,19 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         self.task_once(f).wait()
     }
 
-    /// Priority and at most once.
+    /// Like [`queue_task_once`](Self::queue_task_once), on the priority queue: at most once,
+    /// and before every normal task still queued.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// let order = vec![1, 2, 3];
+    /// let total = manager.queue_task_with_priority_once(move |_, _| Ok(order.into_iter().sum::<u32>()))?;
+    /// assert_eq!(total, 6);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_task_with_priority_once<T, F>(&self, f: F) -> Result<T, TaskError<E>>
     where
         T: Send + 'static,
@@ -362,6 +429,21 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
 
     /// Queues a task; `cb` receives its outcome, exactly once, on a worker thread (or on this
     /// thread if the task is refused). A panicking `cb` is caught and logged.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// use std::sync::mpsc;
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// manager.queue_task_with_callback(|_, _| Ok(21 * 2), move |outcome| {
+    ///     tx.send(outcome).unwrap();
+    /// });
+    /// assert_eq!(rx.recv()?.ok(), Some(42));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_task_with_callback<T, F, C>(&self, f: F, cb: C)
     where
         T: Send + 'static,
@@ -371,7 +453,23 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         self.task(f).callback(cb);
     }
 
-    /// Priority, with a callback.
+    /// Like [`queue_task_with_callback`](Self::queue_task_with_callback), on the priority
+    /// queue.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// use std::sync::mpsc;
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// manager.queue_task_with_priority_with_callback(|_, ctx| Ok(ctx.attempt()), move |outcome| {
+    ///     tx.send(outcome).unwrap();
+    /// });
+    /// assert_eq!(rx.recv()?.ok(), Some(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_task_with_priority_with_callback<T, F, C>(&self, f: F, cb: C)
     where
         T: Send + 'static,
@@ -381,7 +479,24 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         self.task(f).priority().callback(cb);
     }
 
-    /// At most once, with a callback.
+    /// Like [`queue_task_with_callback`](Self::queue_task_with_callback), but runs at most
+    /// once (`FnOnce`): never retried.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// use std::sync::mpsc;
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// let name = String::from("report.csv");
+    /// manager.queue_task_once_with_callback(move |_, _| Ok(name.len()), move |outcome| {
+    ///     tx.send(outcome).unwrap();
+    /// });
+    /// assert_eq!(rx.recv()?.ok(), Some(10));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_task_once_with_callback<T, F, C>(&self, f: F, cb: C)
     where
         T: Send + 'static,
@@ -391,7 +506,24 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         self.task_once(f).callback(cb);
     }
 
-    /// Priority, at most once, with a callback.
+    /// Like [`queue_task_with_callback`](Self::queue_task_with_callback), on the priority
+    /// queue and at most once.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// use std::sync::mpsc;
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// let name = String::from("urgent");
+    /// manager.queue_task_with_priority_once_with_callback(move |_, _| Ok(name), move |outcome| {
+    ///     tx.send(outcome).unwrap();
+    /// });
+    /// assert_eq!(rx.recv()?.ok().as_deref(), Some("urgent"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_task_with_priority_once_with_callback<T, F, C>(&self, f: F, cb: C)
     where
         T: Send + 'static,
@@ -404,6 +536,20 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     // ----- handle deliveries -----
 
     /// Queues a task and returns a [`TaskHandle`] to wait on, poll, `.await` or cancel.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// let handle = manager.queue_task_async(|count, _| {
+    ///     *count += 10;
+    ///     Ok(*count)
+    /// });
+    /// // ... other work meanwhile; then wait (or `.await` it in async code).
+    /// assert_eq!(handle.wait()?, 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_task_async<T, F>(&self, f: F) -> TaskHandle<T, E>
     where
         T: Send + 'static,
@@ -412,7 +558,17 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         self.task(f).spawn()
     }
 
-    /// Priority, with a handle.
+    /// Like [`queue_task_async`](Self::queue_task_async), on the priority queue.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// let handle = manager.queue_task_with_priority_async(|_, _| Ok("first"));
+    /// assert_eq!(pollster::block_on(handle)?, "first");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_task_with_priority_async<T, F>(&self, f: F) -> TaskHandle<T, E>
     where
         T: Send + 'static,
@@ -421,7 +577,19 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         self.task(f).priority().spawn()
     }
 
-    /// At most once, with a handle.
+    /// Like [`queue_task_async`](Self::queue_task_async), but runs at most once (`FnOnce`):
+    /// never retried.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// let payload = vec![0u8; 16];
+    /// let handle = manager.queue_task_once_async(move |_, _| Ok(payload.len()));
+    /// assert_eq!(handle.wait()?, 16);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_task_once_async<T, F>(&self, f: F) -> TaskHandle<T, E>
     where
         T: Send + 'static,
@@ -430,7 +598,19 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         self.task_once(f).spawn()
     }
 
-    /// Priority, at most once, with a handle.
+    /// Like [`queue_task_async`](Self::queue_task_async), on the priority queue and at most
+    /// once.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// let payload = String::from("pay");
+    /// let handle = manager.queue_task_with_priority_once_async(move |_, _| Ok(payload + "ment"));
+    /// assert_eq!(handle.wait()?, "payment");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_task_with_priority_once_async<T, F>(&self, f: F) -> TaskHandle<T, E>
     where
         T: Send + 'static,
@@ -447,13 +627,13 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// refilled with a new one when `on_create` allows.
     ///
     /// ```
-    /// # use tasker::{TaskManager, TaskContext};
+    /// # use tasker::TaskManager;
     /// let manager = TaskManager::builder()
     ///     .on_create(|| Ok::<String, std::io::Error>("conn".into()))
     ///     .worker_count(1)
     ///     .resource_pool_size(1)
     ///     .build()?;
-    /// let n = manager.run_task(|conn: &mut String, _ctx: &TaskContext| Ok(conn.len()))?;
+    /// let n = manager.run_task(|conn, _ctx| Ok(conn.len()))?;
     /// assert_eq!(n, 4);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -595,6 +775,13 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// How long [`stop_timeout`](Self::stop_timeout) waits after its deadline, once it killed
     /// what was left, for workers between tasks (or whose task checks
     /// [`TaskContext::is_cancelled`]) to exit.
+    ///
+    /// ```
+    /// use tasker::TaskManager;
+    ///
+    /// type Manager = TaskManager<(), std::io::Error>;
+    /// assert!(Manager::SHUTDOWN_GRACE < std::time::Duration::from_secs(1));
+    /// ```
     pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(10);
 
     /// Immediate shutdown: refuses new tasks, marks running tasks' contexts cancelled,
@@ -629,6 +816,22 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     // ----- snapshots -----
 
     /// Workers, queues and pool right now.
+    ///
+    /// ```
+    /// use tasker::TaskManager;
+    ///
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(2)
+    ///     .max_worker_count(4)
+    ///     .resource_pool_size(1)
+    ///     .build()?;
+    /// let stats = manager.stats();
+    /// assert_eq!(stats.base_workers, 2);
+    /// assert_eq!(stats.max_workers, 4);
+    /// assert_eq!(stats.available_resources, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stats(&self) -> TaskStats {
         self.inner.shared.stats()
     }
@@ -636,6 +839,21 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// Totals, rates over the sliding window, and latency percentiles. Cheap enough to call
     /// every few milliseconds: it reads counters and merges one pair of fixed-size histograms
     /// per worker.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// manager.queue_task(|_, _| Ok(()))?;
+    /// let _ = manager.queue_task(|_, _| Err::<(), _>(std::io::Error::other("no")));
+    /// manager.stop()?; // a worker counts a task just after handing its outcome over
+    /// let metrics = manager.metrics();
+    /// assert_eq!(metrics.total_tasks_completed, 1);
+    /// assert_eq!(metrics.total_tasks_failed, 1);
+    /// assert_eq!(metrics.success_rate, 0.5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn metrics(&self) -> TaskMetrics {
         let s = &*self.inner.shared;
         s.metrics.snapshot(s.workers.iter().map(|w| &w.metrics))
@@ -708,7 +926,7 @@ where
     ctx.set_attempt(1);
     let started_at = Some(metrics.now().max(queued_at));
     let ran = Ran::run(&shared.hooks, &observer, &mut resource, |r| f(r, &ctx));
-    let broken = ran.broken();
+    let broken = ran.broken(&shared.hooks, &observer);
     let (outcome, result) = match ran {
         Ran::Ok(value) => (TaskOutcome::Completed, Ok(value)),
         Ran::Failed(error) | Ran::Broken(error) => (
@@ -724,18 +942,12 @@ where
     match (broken, pooled) {
         (None, true) => shared.pool.put(resource, age),
         (None, false) => shared.hooks.destroy(resource, &observer),
-        (Some(panicked), pooled) => {
-            attempt::destroy_broken(&shared.hooks, &observer, resource, None, panicked, None);
+        (Some(broken), pooled) => {
+            attempt::destroy_broken(&shared.hooks, &observer, resource, None, broken, None);
             if pooled {
                 match shared.hooks.create() {
                     Ok(r) => shared.pool.put(r, Age::new(metrics.now())),
-                    Err(e) => {
-                        observer.observe(Event::PoolRefillFailed, None);
-                        if let CreateError::Failed(e) = e {
-                            observer
-                                .caught(Site::Drop("on_create's error"), unwind::drop_quietly(e));
-                        }
-                    }
+                    Err(e) => refill_failed(shared, e),
                 }
             }
         }
@@ -767,11 +979,26 @@ fn checkout<R, E>(shared: &Shared<R, E>) -> Option<(R, Age)> {
     match shared.hooks.create() {
         Ok(r) => Some((r, Age::new(shared.metrics.now()))),
         Err(e) => {
-            observer.observe(Event::PoolRefillFailed, None);
-            if let CreateError::Failed(e) = e {
-                observer.caught(Site::Drop("on_create's error"), unwind::drop_quietly(e));
-            }
+            refill_failed(shared, e);
             None
         }
+    }
+}
+
+/// `on_create` failed while refilling `run_task`'s pool: reported, and its error dropped
+/// (user code).
+#[cold]
+fn refill_failed<R, E>(shared: &Shared<R, E>, e: CreateError<E>) {
+    let observer = shared.observer();
+    let (error, panic) = e.describe(&shared.hooks, &observer);
+    observer.observe(
+        Event::PoolRefillFailed {
+            error: error.as_deref(),
+            panic,
+        },
+        None,
+    );
+    if let CreateError::Failed(e) = e {
+        observer.caught(Site::Drop("on_create's error"), unwind::drop_quietly(e));
     }
 }

@@ -6,7 +6,9 @@
 //!    happened on a worker (single-writer), the shared one otherwise;
 //! 2. the `metrics` facade (cargo feature `metrics`), through the tally's methods;
 //! 3. the user's [`MetricsCollector`], if any;
-//! 4. the [`Logger`], for the events an operator should see (never for a task that succeeded).
+//! 4. the [`Logger`], for the events an operator should see (never for a task that succeeded),
+//!    as one structured [`LogEvent`] (user errors in it as the builder's `error_formatter`
+//!    wrote them).
 //!
 //! The collector and the logger are user code: each call is made under
 //! [`catch`](crate::unwind::catch). A collector's panic is logged and counted; a
@@ -17,7 +19,7 @@
 use std::time::Duration;
 
 use crate::clock::Stamp;
-use crate::log::Logger;
+use crate::log::{LogEvent, LogKind, LogLevel, Logger};
 use crate::metrics::collector::{MetricsCollector, TaskLifecycle, TaskOutcome, WorkerEvent};
 use crate::metrics::{Ended, Metrics, Tally};
 use crate::recycle::ReplaceReason;
@@ -53,6 +55,8 @@ pub(crate) enum Site {
     Collector,
     /// `validate` (the resource then counts as invalid and is replaced).
     Validate,
+    /// The builder's `error_formatter` (the log then leaves the error out).
+    ErrorFormatter,
 }
 
 /// Everything tasker reports, each handed to [`Observer::observe`] once.
@@ -67,6 +71,8 @@ pub(crate) enum Event<'a> {
     Replaced {
         worker: Option<usize>,
         panicked: bool,
+        /// The panic's message, or the unhealthy error as the builder's formatter wrote it.
+        detail: Option<&'a str>,
     },
     /// A healthy resource was destroyed by the lifecycle policy (see `recycle`) before its
     /// next task: a worker's, or (`worker: None`) one of `run_task`'s pool.
@@ -78,15 +84,20 @@ pub(crate) enum Event<'a> {
     /// slot activating, which stays parked.
     CreateFailed {
         worker: usize,
+        /// The error, as the builder's formatter wrote it (none without one).
+        error: Option<&'a str>,
         panic: Option<&'a str>,
         retry_in: Option<Duration>,
     },
     /// `on_create` failed while refilling `run_task`'s pool: it shrinks by one.
-    PoolRefillFailed,
+    PoolRefillFailed {
+        error: Option<&'a str>,
+        panic: Option<&'a str>,
+    },
     /// A burst slot came up (`up`) or parked.
     Burst { worker: usize, up: bool },
     /// `on_destroy` returned an error.
-    DestroyFailed,
+    DestroyFailed { error: Option<&'a str> },
     /// User code panicked where tasker catches it (see [`Site`]).
     UserPanic { site: Site, message: &'a str },
     /// A worker could not be pinned to its CPU.
@@ -100,14 +111,6 @@ pub(crate) enum Event<'a> {
 pub(crate) struct Observer<'a> {
     pub(crate) metrics: &'a Metrics,
     pub(crate) logger: &'a dyn Logger,
-}
-
-/// How loud a log line is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Level {
-    Info,
-    Warn,
-    Error,
 }
 
 impl Observer<'_> {
@@ -134,6 +137,9 @@ impl Observer<'_> {
                 }
                 if metrics.collector.is_some() {
                     self.collect_end(&end);
+                }
+                if !matches!(end.outcome, TaskOutcome::Completed) {
+                    self.log(&event);
                 }
             }
             Event::Replaced { worker, .. } => {
@@ -176,8 +182,8 @@ impl Observer<'_> {
                 metrics.user_panicked();
                 self.log(&event);
             }
-            Event::PoolRefillFailed
-            | Event::DestroyFailed
+            Event::PoolRefillFailed { .. }
+            | Event::DestroyFailed { .. }
             | Event::PinFailed { .. }
             | Event::ShutdownBegun { .. } => self.log(&event),
         }
@@ -223,119 +229,197 @@ impl Observer<'_> {
         });
     }
 
-    /// Writes the event's log line, if it has one, catching the logger's panic.
+    /// Hands the event's [`LogEvent`], if it has one, to the logger, catching its panic.
     #[cold]
     fn log(&self, event: &Event<'_>) {
-        let Some((level, line)) = line(event) else {
+        let Some(entry) = log_event(event) else {
             return;
         };
         let logger = self.logger;
-        let logged = unwind::catch(|| match level {
-            Level::Info => logger.info(&line),
-            Level::Warn => logger.warn(&line),
-            Level::Error => logger.error(&line),
-        });
-        if logged.is_err() {
+        if unwind::catch(|| logger.log(&entry)).is_err() {
             // Not logged: the logger is what failed.
             self.metrics.user_panicked();
         }
     }
 }
 
-/// The log line of an event, and its level.
-fn line(event: &Event<'_>) -> Option<(Level, String)> {
+/// A task outcome's name in logs.
+fn outcome_name(outcome: TaskOutcome) -> &'static str {
+    match outcome {
+        TaskOutcome::Completed => "completed",
+        TaskOutcome::Failed => "failed",
+        TaskOutcome::Panicked => "panicked",
+        TaskOutcome::Killed => "killed",
+        TaskOutcome::Cancelled => "cancelled",
+        TaskOutcome::DeadlineExceeded => "deadline_exceeded",
+        TaskOutcome::Retried => "retried",
+    }
+}
+
+/// The structured log event of an event, if it has one.
+fn log_event<'a>(event: &Event<'a>) -> Option<LogEvent<'a>> {
+    use LogLevel::{Debug, Error, Info, Warn};
     Some(match *event {
-        Event::Arrived { .. } | Event::Ended(_) => return None,
-        Event::Replaced { worker, panicked } => {
-            let why = if panicked {
-                "a task panicked"
+        Event::Arrived { .. } => return None,
+        Event::Ended(end) => match end.outcome {
+            TaskOutcome::Completed => return None,
+            TaskOutcome::Retried => LogEvent {
+                attempt: Some(end.attempt),
+                outcome: Some(outcome_name(end.outcome)),
+                ..LogEvent::new(
+                    Debug,
+                    LogKind::TaskRetried,
+                    "task returned an unhealthy error; re-queued with priority",
+                )
+            },
+            outcome => LogEvent {
+                attempt: Some(end.attempt),
+                outcome: Some(outcome_name(outcome)),
+                ..LogEvent::new(Debug, LogKind::TaskEnded, "task ended without a value")
+            },
+        },
+        Event::Replaced {
+            worker,
+            panicked,
+            detail,
+        } => {
+            let (reason, error, panic) = if panicked {
+                ("task_panicked", None, detail)
             } else {
-                "unhealthy error"
+                ("unhealthy_error", detail, None)
             };
-            let whose = match worker {
-                Some(w) => format!("worker {w}"),
-                None => "run_task pool".to_owned(),
-            };
-            (
-                Level::Info,
-                format!("{whose}: resource broken ({why}); destroying it and making a new one"),
-            )
+            LogEvent {
+                worker,
+                reason: Some(reason),
+                error,
+                panic,
+                ..LogEvent::new(
+                    Info,
+                    LogKind::ResourceReplaced,
+                    "resource broken; destroying it and making a new one",
+                )
+            }
         }
-        Event::Recycled { worker, reason } => {
-            let whose = match worker {
-                Some(w) => format!("worker {w}"),
-                None => "run_task pool".to_owned(),
-            };
-            let why = match reason {
-                ReplaceReason::Lifetime => "it reached resource_max_lifetime",
-                ReplaceReason::Uses => "it reached resource_max_uses",
-                ReplaceReason::Validation => "validate rejected it after idling",
-            };
-            (
-                Level::Info,
-                format!("{whose}: replacing the resource before its next task ({why})"),
+        Event::Recycled { worker, reason } => LogEvent {
+            worker,
+            reason: Some(reason.as_str()),
+            ..LogEvent::new(
+                Info,
+                LogKind::ResourceRecycled,
+                "replacing the resource before its next task",
             )
-        }
+        },
         Event::CreateFailed {
             worker,
+            error,
             panic,
             retry_in,
-        } => {
-            let why = panic.map_or(String::new(), |p| format!(" (panicked: {p})"));
-            let then = match retry_in {
-                Some(d) => format!("inactive, retrying in {d:?}"),
-                None => "the burst slot stays parked".to_owned(),
-            };
-            (
-                Level::Warn,
-                format!("worker {worker}: on_create failed{why}; {then}"),
+        } => LogEvent {
+            worker: Some(worker),
+            error,
+            panic,
+            retry_in,
+            ..LogEvent::new(
+                Warn,
+                LogKind::CreateFailed,
+                match retry_in {
+                    Some(_) => "on_create failed; inactive, retrying",
+                    None => "on_create failed; the burst slot stays parked",
+                },
             )
-        }
-        Event::PoolRefillFailed => (
-            Level::Warn,
-            "on_create failed while refilling the run_task pool; it shrinks by one".to_owned(),
-        ),
-        Event::Burst { worker, up } => {
-            let what = if up { "up (burst)" } else { "parked" };
-            (Level::Info, format!("worker {worker}: {what}"))
-        }
-        Event::DestroyFailed => (
-            Level::Warn,
-            "on_destroy returned an error; the resource is gone".to_owned(),
-        ),
-        Event::UserPanic { site, message } => match site {
-            Site::Callback => (
-                Level::Error,
-                format!("a task callback panicked ({message}); the worker carries on"),
-            ),
-            Site::CheckHealth => (
-                Level::Warn,
-                format!("check_health panicked ({message}); treating the error as unhealthy"),
-            ),
-            Site::OnDestroy => (
-                Level::Warn,
-                format!("on_destroy panicked ({message}); the resource is gone"),
-            ),
-            Site::Drop(what) => (
-                Level::Error,
-                format!("dropping {what} panicked ({message}); caught, nothing else changes"),
-            ),
-            Site::Collector => (
-                Level::Error,
-                format!("the metrics collector panicked ({message}); caught"),
-            ),
-            Site::Validate => (
-                Level::Warn,
-                format!("validate panicked ({message}); replacing the resource"),
-            ),
         },
-        Event::PinFailed { worker, core } => (
-            Level::Warn,
-            format!("worker {worker}: could not pin to CPU {core}; running unpinned"),
-        ),
-        Event::ShutdownBegun { kill } => {
-            let how = if kill { "kill" } else { "stop" };
-            (Level::Info, format!("shutdown begun ({how})"))
+        Event::PoolRefillFailed { error, panic } => LogEvent {
+            error,
+            panic,
+            ..LogEvent::new(
+                Warn,
+                LogKind::PoolRefillFailed,
+                "on_create failed while refilling the run_task pool; it shrinks by one",
+            )
+        },
+        Event::Burst { worker, up } => {
+            let (kind, message) = if up {
+                (LogKind::BurstUp, "up (burst)")
+            } else {
+                (LogKind::BurstDown, "parked")
+            };
+            LogEvent {
+                worker: Some(worker),
+                ..LogEvent::new(Info, kind, message)
+            }
         }
+        Event::DestroyFailed { error } => LogEvent {
+            error,
+            ..LogEvent::new(
+                Warn,
+                LogKind::DestroyFailed,
+                "on_destroy returned an error; the resource is gone",
+            )
+        },
+        Event::UserPanic { site, message } => {
+            let (level, name, dropping, text) = match site {
+                Site::Callback => (
+                    Error,
+                    "callback",
+                    None,
+                    "a task callback panicked; the worker carries on",
+                ),
+                Site::CheckHealth => (
+                    Warn,
+                    "check_health",
+                    None,
+                    "check_health panicked; treating the error as unhealthy",
+                ),
+                Site::OnDestroy => (
+                    Warn,
+                    "on_destroy",
+                    None,
+                    "on_destroy panicked; the resource is gone",
+                ),
+                Site::Drop(what) => (
+                    Error,
+                    "drop",
+                    Some(what),
+                    "a drop panicked; caught, nothing else changes",
+                ),
+                Site::Collector => (
+                    Error,
+                    "collector",
+                    None,
+                    "the metrics collector panicked; caught",
+                ),
+                Site::Validate => (
+                    Warn,
+                    "validate",
+                    None,
+                    "validate panicked; replacing the resource",
+                ),
+                Site::ErrorFormatter => (
+                    Error,
+                    "error_formatter",
+                    None,
+                    "error_formatter panicked; the error is left out of the log",
+                ),
+            };
+            LogEvent {
+                site: Some(name),
+                dropping,
+                panic: Some(message),
+                ..LogEvent::new(level, LogKind::UserPanic, text)
+            }
+        }
+        Event::PinFailed { worker, core } => LogEvent {
+            worker: Some(worker),
+            core: Some(core),
+            ..LogEvent::new(
+                Warn,
+                LogKind::PinFailed,
+                "could not pin to its CPU; running unpinned",
+            )
+        },
+        Event::ShutdownBegun { kill } => LogEvent {
+            reason: Some(if kill { "kill" } else { "stop" }),
+            ..LogEvent::new(Info, LogKind::ShutdownBegun, "shutdown begun")
+        },
     })
 }

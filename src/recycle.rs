@@ -38,6 +38,38 @@ pub(crate) type ValidateFn<R> = dyn Fn(&mut R) -> bool + Send + Sync;
 /// `resources_replaced_uses`, `resources_replaced_validation`) and reported to a
 /// [`MetricsCollector`](crate::MetricsCollector) as
 /// [`WorkerEvent::ResourceRecycled`](crate::WorkerEvent::ResourceRecycled).
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use tasker::{MetricsCollector, ReplaceReason, WorkerEvent};
+///
+/// #[derive(Default)]
+/// struct ByUses(AtomicU64);
+/// impl MetricsCollector for ByUses {
+///     fn record_worker_event(&self, event: WorkerEvent) {
+///         if let WorkerEvent::ResourceRecycled { reason: ReplaceReason::Uses, .. } = event {
+///             self.0.fetch_add(1, Ordering::Relaxed);
+///         }
+///     }
+/// }
+/// let recycled = Arc::new(ByUses::default());
+/// let manager = tasker::TaskManager::builder()
+///     .on_create(|| Ok::<(), std::io::Error>(()))
+///     .resource_max_uses(2)
+///     .worker_count(1)
+///     .max_worker_count(1)
+///     .metrics_collector(recycled.clone())
+///     .build()?;
+/// for _ in 0..3 {
+///     manager.queue_task(|_, _| Ok(()))?;
+/// }
+/// manager.stop()?;
+/// // The third task found a resource that had run two: it was replaced first.
+/// assert_eq!(recycled.0.load(Ordering::Relaxed), 1);
+/// assert_eq!(manager.metrics().resources_replaced_uses, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReplaceReason {
@@ -51,6 +83,10 @@ pub enum ReplaceReason {
 
 impl ReplaceReason {
     /// A short name for logs: `lifetime`, `uses` or `validation`.
+    ///
+    /// ```
+    /// assert_eq!(tasker::ReplaceReason::Lifetime.as_str(), "lifetime");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             ReplaceReason::Lifetime => "lifetime",

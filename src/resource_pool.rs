@@ -8,6 +8,7 @@ use crate::unwind::{self, PanicMessage};
 pub(crate) type CreateFn<R, E> = dyn Fn() -> Result<R, E> + Send + Sync;
 pub(crate) type DestroyFn<R, E> = dyn Fn(R) -> Result<(), E> + Send + Sync;
 pub(crate) type HealthFn<E> = dyn Fn(&E) -> bool + Send + Sync;
+pub(crate) type FormatFn<E> = dyn Fn(&E) -> String + Send + Sync;
 
 /// Why a resource could not be made.
 pub(crate) enum CreateError<E> {
@@ -20,6 +21,23 @@ pub(crate) struct Hooks<R, E> {
     pub(crate) on_create: Box<CreateFn<R, E>>,
     pub(crate) on_destroy: Option<Box<DestroyFn<R, E>>>,
     pub(crate) check_health: Option<Box<HealthFn<E>>>,
+    /// How logs show an `E` (`Builder::error_formatter`); none: they leave it out.
+    pub(crate) error_formatter: Option<Box<FormatFn<E>>>,
+}
+
+impl<E> CreateError<E> {
+    /// The error as the logs show it, and the panic's message: at most one is `Some`.
+    #[cold]
+    pub(crate) fn describe<R>(
+        &self,
+        hooks: &Hooks<R, E>,
+        observer: &Observer<'_>,
+    ) -> (Option<String>, Option<&str>) {
+        match self {
+            CreateError::Failed(e) => (hooks.describe(e, observer), None),
+            CreateError::Panicked(message) => (None, Some(message)),
+        }
+    }
 }
 
 impl<R, E> Hooks<R, E> {
@@ -41,10 +59,30 @@ impl<R, E> Hooks<R, E> {
         match unwind::catch(|| on_destroy(resource)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                observer.observe(Event::DestroyFailed, None);
+                let error = self.describe(&e, observer);
+                observer.observe(
+                    Event::DestroyFailed {
+                        error: error.as_deref(),
+                    },
+                    None,
+                );
                 observer.caught(Site::Drop("on_destroy's error"), unwind::drop_quietly(e));
             }
             Err(message) => observer.caught(Site::OnDestroy, Err(message)),
+        }
+    }
+
+    /// `error` as the builder's `error_formatter` writes it; `None` without one (or if it
+    /// panicked: that panic is reported).
+    #[cold]
+    pub(crate) fn describe(&self, error: &E, observer: &Observer<'_>) -> Option<String> {
+        let format = self.error_formatter.as_ref()?;
+        match unwind::catch(|| format(error)) {
+            Ok(text) => Some(text),
+            Err(message) => {
+                observer.caught(Site::ErrorFormatter, Err(message));
+                None
+            }
         }
     }
 

@@ -84,12 +84,33 @@ impl<'m, R, E, F, const ONCE: bool> TaskBuilder<'m, R, E, F, ONCE> {
     }
 
     /// Queues it on the priority queue: it starts before every normal task still queued.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// let n = manager.task(|_, _| Ok(1)).priority().wait()?;
+    /// assert_eq!(n, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn priority(mut self) -> Self {
         self.priority = true;
         self
     }
 
     /// Priority or not, as `priority` says (for code that decides at run time).
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// let urgent = true;
+    /// let n = manager.task(|_, _| Ok(1)).with_priority(urgent).wait()?;
+    /// assert_eq!(n, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_priority(mut self, priority: bool) -> Self {
         self.priority = priority;
         self
@@ -98,6 +119,22 @@ impl<'m, R, E, F, const ONCE: bool> TaskBuilder<'m, R, E, F, ONCE> {
     /// The task must start by `at`, or it never runs and answers
     /// [`TaskError::DeadlineExceeded`] (see the module docs of the three checks). Replaces an
     /// earlier deadline or timeout.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// use std::time::{Duration, Instant};
+    /// use tasker::TaskError;
+    ///
+    /// let at = Instant::now() + Duration::from_secs(60);
+    /// assert_eq!(manager.task(|_, _| Ok(1)).deadline(at).wait()?, 1);
+    /// // A deadline already past: the task never runs.
+    /// let late = manager.task(|_, _| Ok(2)).deadline(Instant::now()).wait();
+    /// assert!(matches!(late, Err(TaskError::DeadlineExceeded)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn deadline(mut self, at: Instant) -> Self {
         self.deadline = Some(at);
         self
@@ -105,6 +142,18 @@ impl<'m, R, E, F, const ONCE: bool> TaskBuilder<'m, R, E, F, ONCE> {
 
     /// The task must start within `timeout` from now: [`deadline`](Self::deadline) at
     /// `Instant::now() + timeout` (no deadline if that overflows).
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// use std::time::Duration;
+    ///
+    /// let handle = manager.task(|_, _| Ok(1)).timeout(Duration::from_secs(5)).spawn();
+    /// assert_eq!(handle.wait()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.deadline = Instant::now().checked_add(timeout);
         self
@@ -115,6 +164,16 @@ impl<R: Send + 'static, E: Send + 'static, F> TaskBuilder<'_, R, E, F, false> {
     /// Submits it and blocks until its outcome. Waits for room when the queue is bounded and
     /// full (until the deadline, if one is set). Called from inside a task of this same
     /// manager it answers [`TaskError::WouldDeadlock`] at once.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// let n = manager.task(|count, _| { *count += 1; Ok(*count) }).wait()?;
+    /// assert_eq!(n, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait<T>(self) -> Result<T, TaskError<E>>
     where
         T: Send + 'static,
@@ -125,6 +184,16 @@ impl<R: Send + 'static, E: Send + 'static, F> TaskBuilder<'_, R, E, F, false> {
 
     /// Submits it and returns a [`TaskHandle`] to wait on, poll, `.await` or cancel. A full
     /// bounded queue answers [`TaskError::QueueFull`] through the handle.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// let handle = manager.task(|_, ctx| Ok(ctx.attempt())).spawn();
+    /// assert_eq!(handle.wait()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn spawn<T>(self) -> TaskHandle<T, E>
     where
         T: Send + 'static,
@@ -135,6 +204,19 @@ impl<R: Send + 'static, E: Send + 'static, F> TaskBuilder<'_, R, E, F, false> {
 
     /// Submits it; `cb` receives its outcome exactly once, on a worker thread (or on this
     /// thread when it is answered at submission: refused, queue full, deadline past).
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// use std::sync::mpsc;
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// manager.task(|_, _| Ok("done")).callback(move |outcome| tx.send(outcome).unwrap());
+    /// assert_eq!(rx.recv()?.ok(), Some("done"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn callback<T, C>(self, cb: C)
     where
         T: Send + 'static,
@@ -147,6 +229,17 @@ impl<R: Send + 'static, E: Send + 'static, F> TaskBuilder<'_, R, E, F, false> {
 
 impl<R: Send + 'static, E: Send + 'static, F> TaskBuilder<'_, R, E, F, true> {
     /// As for a re-runnable task's [`wait`](TaskBuilder::wait); never re-run.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// let key = String::from("idempotency-key");
+    /// let echoed = manager.task_once(move |_, _| Ok(key)).wait()?;
+    /// assert_eq!(echoed, "idempotency-key");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait<T>(self) -> Result<T, TaskError<E>>
     where
         T: Send + 'static,
@@ -161,6 +254,17 @@ impl<R: Send + 'static, E: Send + 'static, F> TaskBuilder<'_, R, E, F, true> {
     }
 
     /// As for a re-runnable task's [`spawn`](TaskBuilder::spawn); never re-run.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// let rows = vec![1, 2, 3];
+    /// let handle = manager.task_once(move |_, _| Ok(rows.len())).priority().spawn();
+    /// assert_eq!(handle.wait()?, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn spawn<T>(self) -> TaskHandle<T, E>
     where
         T: Send + 'static,
@@ -175,6 +279,20 @@ impl<R: Send + 'static, E: Send + 'static, F> TaskBuilder<'_, R, E, F, true> {
     }
 
     /// As for a re-runnable task's [`callback`](TaskBuilder::callback); never re-run.
+    ///
+    /// ```
+    /// # let manager = tasker::TaskManager::builder()
+    /// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+    /// #     .worker_count(1)
+    /// #     .build()?;
+    /// use std::sync::mpsc;
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// let name = String::from("once");
+    /// manager.task_once(move |_, _| Ok(name)).callback(move |outcome| tx.send(outcome).unwrap());
+    /// assert_eq!(rx.recv()?.ok().as_deref(), Some("once"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn callback<T, C>(self, cb: C)
     where
         T: Send + 'static,

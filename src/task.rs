@@ -73,11 +73,49 @@ impl TaskContext {
     }
 
     /// True once the manager is being killed: a long task should return early.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    ///
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// let (started_tx, started_rx) = mpsc::channel();
+    /// let long = manager.queue_task_async(move |_, ctx| {
+    ///     started_tx.send(()).unwrap();
+    ///     let mut steps = 0u64;
+    ///     while !ctx.is_cancelled() {
+    ///         steps += 1; // one step of a long job
+    ///         std::thread::yield_now();
+    ///     }
+    ///     Ok(steps)
+    /// });
+    /// started_rx.recv()?;
+    /// manager.kill()?; // marks running tasks' contexts cancelled, then joins
+    /// assert!(long.wait().is_ok()); // it returned early, with its own answer
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
     }
 
     /// Which run this is: 1 on the first, 2 on the first retry, and so on.
+    ///
+    /// ```
+    /// use std::io::Error;
+    ///
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), Error>(()))
+    ///     .check_health(|_: &Error| false) // every error breaks the resource: retried
+    ///     .worker_count(1)
+    ///     .build()?;
+    /// let attempt = manager.queue_task(|_, ctx| {
+    ///     if ctx.attempt() < 3 { Err(Error::other("flaky")) } else { Ok(ctx.attempt()) }
+    /// })?;
+    /// assert_eq!(attempt, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn attempt(&self) -> u32 {
         self.attempt
     }

@@ -484,8 +484,8 @@ impl<R, E> WorkerLoop<'_, R, E> {
         {
             self.published();
         }
-        if let Some(panicked) = ran.broken() {
-            self.replace_resource(panicked);
+        if let Some(broken) = ran.broken(&shared.hooks, &observer) {
+            self.replace_resource(broken);
         }
         let end = |outcome| seen.end(Some(started_at), finished_at, attempt, outcome);
         // Step 5.
@@ -538,7 +538,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
 
     /// Destroys the broken resource; the top of the loop makes a new one.
     #[cold]
-    fn replace_resource(&mut self, panicked: bool) {
+    fn replace_resource(&mut self, broken: attempt::Broken) {
         let shared = self.shared;
         if let Some(r) = self.resource.take() {
             self.slot.active.store(false, Ordering::Relaxed);
@@ -547,7 +547,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
                 &shared.observer(),
                 r,
                 Some(self.index),
-                panicked,
+                broken,
                 Some(&self.slot.metrics.tally),
             );
         }
@@ -598,16 +598,16 @@ impl<R, E> WorkerLoop<'_, R, E> {
     #[cold]
     fn create_failed(&self, error: CreateError<E>, retry_in: Option<Duration>) {
         let observer = self.shared.observer();
-        let (panic, error) = match error {
-            CreateError::Failed(e) => (None, Some(e)),
-            CreateError::Panicked(message) => (Some(message), None),
-        };
+        let (text, panic) = error.describe(&self.shared.hooks, &observer);
         self.observe(Event::CreateFailed {
             worker: self.index,
-            panic: panic.as_deref(),
+            error: text.as_deref(),
+            panic,
             retry_in,
         });
-        observer.caught(Site::Drop("on_create's error"), unwind::drop_quietly(error));
+        if let CreateError::Failed(e) = error {
+            observer.caught(Site::Drop("on_create's error"), unwind::drop_quietly(e));
+        }
     }
 
     /// Makes a resource, retrying with backoff. Returns `false` without one once the manager

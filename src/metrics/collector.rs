@@ -5,6 +5,34 @@ use std::time::Instant;
 use crate::recycle::ReplaceReason;
 
 /// How a task ended.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use tasker::{MetricsCollector, TaskLifecycle, TaskOutcome};
+///
+/// #[derive(Default)]
+/// struct Count(AtomicU64);
+/// impl MetricsCollector for Count {
+///     fn record_failure(&self, task: &TaskLifecycle) {
+///         if task.outcome == TaskOutcome::Failed {
+///             self.0.fetch_add(1, Ordering::Relaxed);
+///         }
+///     }
+/// }
+/// let count = Arc::new(Count::default());
+/// let manager = tasker::TaskManager::builder()
+///     .on_create(|| Ok::<(), std::io::Error>(()))
+///     .check_health(|_: &std::io::Error| false)
+///     .max_retries(1)
+///     .worker_count(1)
+///     .metrics_collector(count.clone())
+///     .build()?;
+/// let _ = manager.queue_task(|_, _| Err::<(), _>(std::io::Error::other("no")));
+/// manager.stop()?;
+/// assert_eq!(count.0.load(Ordering::Relaxed), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskOutcome {
@@ -26,6 +54,34 @@ pub enum TaskOutcome {
 }
 
 /// The life of one task (one attempt of it, for retries), as a collector sees it.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use tasker::{MetricsCollector, TaskLifecycle};
+///
+/// #[derive(Default)]
+/// struct Count(AtomicU64);
+/// impl MetricsCollector for Count {
+///     fn record_completion(&self, task: &TaskLifecycle) {
+///         let started = task.started_at.expect("a completed task ran");
+///         assert!(task.queued_at <= started && started <= task.finished_at);
+///         self.0.fetch_add(u64::from(task.attempt), Ordering::Relaxed);
+///     }
+/// }
+/// let count = Arc::new(Count::default());
+/// let manager = tasker::TaskManager::builder()
+///     .on_create(|| Ok::<(), std::io::Error>(()))
+///     .check_health(|_: &std::io::Error| false)
+///     .max_retries(1)
+///     .worker_count(1)
+///     .metrics_collector(count.clone())
+///     .build()?;
+/// manager.queue_task(|_, _| Ok(()))?;
+/// manager.stop()?;
+/// assert_eq!(count.0.load(Ordering::Relaxed), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy)]
 pub struct TaskLifecycle {
@@ -46,6 +102,35 @@ pub struct TaskLifecycle {
 }
 
 /// Something that happened to a worker.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use tasker::{MetricsCollector, WorkerEvent};
+///
+/// #[derive(Default)]
+/// struct Count(AtomicU64);
+/// impl MetricsCollector for Count {
+///     fn record_worker_event(&self, event: WorkerEvent) {
+///         if let WorkerEvent::ResourceReplaced { worker } = event {
+///             assert_eq!(worker, 0);
+///             self.0.fetch_add(1, Ordering::Relaxed);
+///         }
+///     }
+/// }
+/// let count = Arc::new(Count::default());
+/// let manager = tasker::TaskManager::builder()
+///     .on_create(|| Ok::<(), std::io::Error>(()))
+///     .check_health(|_: &std::io::Error| false)
+///     .max_retries(1)
+///     .worker_count(1)
+///     .metrics_collector(count.clone())
+///     .build()?;
+/// let _ = manager.queue_task(|_, _| Err::<(), _>(std::io::Error::other("reset")));
+/// manager.stop()?;
+/// assert_eq!(count.0.load(Ordering::Relaxed), 2); // the first run and its retry
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerEvent {
@@ -122,14 +207,149 @@ pub enum WorkerEvent {
 /// ```
 pub trait MetricsCollector: Send + Sync + 'static {
     /// A task was accepted (queued, or `run_task` began).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use tasker::{MetricsCollector};
+    ///
+    /// #[derive(Default)]
+    /// struct Count(AtomicU64);
+    /// impl MetricsCollector for Count {
+    ///     fn record_arrival(&self, priority: bool) {
+    ///         if priority {
+    ///             self.0.fetch_add(1, Ordering::Relaxed);
+    ///         }
+    ///     }
+    /// }
+    /// let count = Arc::new(Count::default());
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .check_health(|_: &std::io::Error| false)
+    ///     .max_retries(1)
+    ///     .worker_count(1)
+    ///     .metrics_collector(count.clone())
+    ///     .build()?;
+    /// manager.queue_task_with_priority(|_, _| Ok(()))?;
+    /// manager.queue_task(|_, _| Ok(()))?;
+    /// assert_eq!(count.0.load(Ordering::Relaxed), 1); // counted at submission
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn record_arrival(&self, _priority: bool) {}
     /// A task ended `Ok`.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use tasker::{MetricsCollector, TaskLifecycle};
+    ///
+    /// #[derive(Default)]
+    /// struct Count(AtomicU64);
+    /// impl MetricsCollector for Count {
+    ///     fn record_completion(&self, _task: &TaskLifecycle) {
+    ///         self.0.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// }
+    /// let count = Arc::new(Count::default());
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .check_health(|_: &std::io::Error| false)
+    ///     .max_retries(1)
+    ///     .worker_count(1)
+    ///     .metrics_collector(count.clone())
+    ///     .build()?;
+    /// manager.queue_task(|_, _| Ok(()))?;
+    /// manager.stop()?;
+    /// assert_eq!(count.0.load(Ordering::Relaxed), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn record_completion(&self, _task: &TaskLifecycle) {}
     /// A task ended with an error (failed, panicked, killed, cancelled).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use tasker::{MetricsCollector, TaskLifecycle};
+    ///
+    /// #[derive(Default)]
+    /// struct Count(AtomicU64);
+    /// impl MetricsCollector for Count {
+    ///     fn record_failure(&self, _task: &TaskLifecycle) {
+    ///         self.0.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// }
+    /// let count = Arc::new(Count::default());
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .check_health(|_: &std::io::Error| false)
+    ///     .max_retries(1)
+    ///     .worker_count(1)
+    ///     .metrics_collector(count.clone())
+    ///     .build()?;
+    /// let _ = manager.queue_task(|_, _| Err::<(), _>(std::io::Error::other("no")));
+    /// manager.stop()?;
+    /// assert_eq!(count.0.load(Ordering::Relaxed), 1); // after its retry, once
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn record_failure(&self, _task: &TaskLifecycle) {}
     /// A task was re-queued after an unhealthy error.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use tasker::{MetricsCollector, TaskLifecycle};
+    ///
+    /// #[derive(Default)]
+    /// struct Count(AtomicU64);
+    /// impl MetricsCollector for Count {
+    ///     fn record_retry(&self, task: &TaskLifecycle) {
+    ///         assert_eq!(task.attempt, 1);
+    ///         self.0.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// }
+    /// let count = Arc::new(Count::default());
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .check_health(|_: &std::io::Error| false)
+    ///     .max_retries(1)
+    ///     .worker_count(1)
+    ///     .metrics_collector(count.clone())
+    ///     .build()?;
+    /// let _ = manager.queue_task(|_, _| Err::<(), _>(std::io::Error::other("reset")));
+    /// manager.stop()?;
+    /// assert_eq!(count.0.load(Ordering::Relaxed), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn record_retry(&self, _task: &TaskLifecycle) {}
     /// A worker event.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use tasker::{MetricsCollector, WorkerEvent};
+    ///
+    /// #[derive(Default)]
+    /// struct Count(AtomicU64);
+    /// impl MetricsCollector for Count {
+    ///     fn record_worker_event(&self, event: WorkerEvent) {
+    ///         if matches!(event, WorkerEvent::ResourceReplaced { .. }) {
+    ///             self.0.fetch_add(1, Ordering::Relaxed);
+    ///         }
+    ///     }
+    /// }
+    /// let count = Arc::new(Count::default());
+    /// let manager = tasker::TaskManager::builder()
+    ///     .on_create(|| Ok::<(), std::io::Error>(()))
+    ///     .check_health(|_: &std::io::Error| false)
+    ///     .max_retries(1)
+    ///     .worker_count(1)
+    ///     .metrics_collector(count.clone())
+    ///     .build()?;
+    /// let _ = manager.queue_task(|_, _| Err::<(), _>(std::io::Error::other("reset")));
+    /// manager.stop()?;
+    /// assert_eq!(count.0.load(Ordering::Relaxed), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn record_worker_event(&self, _event: WorkerEvent) {}
 }
 
@@ -152,6 +372,14 @@ impl<C: MetricsCollector + ?Sized> MetricsCollector for std::sync::Arc<C> {
 }
 
 /// A collector that does nothing (a baseline for measuring a collector's cost).
+///
+/// ```
+/// let manager = tasker::TaskManager::builder()
+///     .on_create(|| Ok::<(), std::io::Error>(()))
+///     .metrics_collector(tasker::NoopCollector)
+///     .build()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoopCollector;
 

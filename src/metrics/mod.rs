@@ -388,6 +388,23 @@ fn quantile(h: &Histogram<u64>, q: f64) -> Duration {
 }
 
 /// A point-in-time view of the manager's workers and queues. Cheap: a few atomic loads.
+///
+/// ```
+/// use tasker::TaskManager;
+///
+/// let manager = TaskManager::builder()
+///     .on_create(|| Ok::<(), std::io::Error>(()))
+///     .worker_count(2)
+///     .max_worker_count(2)
+///     .resource_pool_size(0)
+///     .build()?;
+/// let stats = manager.stats();
+/// assert_eq!(stats.base_workers, 2);
+/// assert_eq!(stats.burst_workers, 0);
+/// assert_eq!(stats.available_resources, 0);
+/// println!("{} queued, {} pending", stats.queued_tasks, stats.pending_tasks);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskStats {
@@ -420,6 +437,23 @@ pub struct TaskStats {
 /// cover tasks run by workers (not `run_task`), with 1% precision; each worker publishes its
 /// latencies every few milliseconds and before it sleeps, so they trail the totals by at most
 /// that much.
+///
+/// ```
+/// # let manager = tasker::TaskManager::builder()
+/// #     .on_create(|| Ok::<u64, std::io::Error>(0))
+/// #     .worker_count(1)
+/// #     .build()?;
+/// for i in 0..10 {
+///     let _ = manager.queue_task(move |_, _| if i < 9 { Ok(()) } else { Err(std::io::Error::other("x")) });
+/// }
+/// manager.stop()?; // every count is in once the workers are joined
+/// let m = manager.metrics();
+/// assert_eq!((m.total_tasks_completed, m.total_tasks_failed), (9, 1));
+/// assert_eq!(m.success_rate, 0.9);
+/// assert!(m.min_execution_time <= m.p50_execution_time);
+/// assert!(m.p50_execution_time <= m.p99_execution_time);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskMetrics {
