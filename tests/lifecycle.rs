@@ -373,6 +373,8 @@ fn each_replacement_is_logged_with_its_reason() {
         .collect();
     assert_eq!(
         recycled,
-        ["worker 0: replacing the resource before its next task (it reached resource_max_uses)"]
+        [
+            "worker 0: replacing the resource before its next task [kind=resource_recycled reason=uses]"
+        ]
     );
 }

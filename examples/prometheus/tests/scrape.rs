@@ -81,8 +81,7 @@ fn a_scrape_shows_the_counts_of_a_known_workload() {
     let recycled = |reason: &str| {
         let key =
             format!("tasker_resources_recycled_total{{pool=\"recycle\",reason=\"{reason}\"}}");
-        value(&body, &key)
-            .unwrap_or_else(|| panic!("{key} missing from the scrape:\n{body}"))
+        value(&body, &key).unwrap_or_else(|| panic!("{key} missing from the scrape:\n{body}"))
     };
     assert_eq!(recycled("uses"), 2.0);
     assert_eq!(recycled("lifetime"), 0.0);
