@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Gate, TIMEOUT};
-use tasker::{Logger, MetricsCollector, TaskError, TaskLifecycle, TaskManager};
+use tasker::{Logger, MetricsCollector, TaskContext, TaskError, TaskLifecycle, TaskManager};
 
 /// Set in the child: run the scenario itself.
 const CHILD: &str = "TASKER_USER_PANICS_CHILD";
@@ -163,6 +163,21 @@ fn manager(made: &Made, loud: bool) -> TaskManager<Res, LoudError> {
         .resource_pool_size(1)
         .build()
         .expect("build")
+}
+
+/// A task that fails unhealthy on its first run (with an error whose `Drop` panics when
+/// `armed`) and returns its attempt number on the next.
+fn unhealthy_once(armed: bool) -> impl FnMut(&mut Res, &TaskContext) -> Result<u32, LoudError> {
+    move |_, ctx| {
+        if ctx.attempt() == 1 {
+            Err(LoudError {
+                armed,
+                broken: true,
+            })
+        } else {
+            Ok(ctx.attempt())
+        }
+    }
 }
 
 /// Holds the one worker inside a task until the returned gate opens.
@@ -318,13 +333,7 @@ scenarios! {
     fn an_error_that_panics_in_drop_on_the_retry_path() {
         let made = Made::default();
         let m = manager(&made, false);
-        let outcome = m.queue_task(|_: &mut Res, ctx| {
-            if ctx.attempt() == 1 {
-                Err(LoudError { armed: true, broken: true })
-            } else {
-                Ok(ctx.attempt())
-            }
-        });
+        let outcome = m.queue_task(unhealthy_once(true));
         assert_eq!(outcome.unwrap(), 2);
         m.stop().unwrap();
         assert!(made.balanced());
@@ -335,13 +344,7 @@ scenarios! {
     fn a_resource_that_panics_in_drop_with_the_default_on_destroy() {
         let made = Made::default();
         let m = manager(&made, true);
-        let outcome = m.queue_task(|_: &mut Res, ctx| {
-            if ctx.attempt() == 1 {
-                Err(LoudError { armed: false, broken: true })
-            } else {
-                Ok(ctx.attempt())
-            }
-        });
+        let outcome = m.queue_task(unhealthy_once(false));
         assert_eq!(outcome.unwrap(), 2);
         m.stop().unwrap();
         assert!(made.balanced());
@@ -375,13 +378,7 @@ scenarios! {
             .logger(PanickingLogger)
             .build()
             .unwrap();
-        let outcome = m.queue_task(|_: &mut Res, ctx| {
-            if ctx.attempt() == 1 {
-                Err(LoudError { armed: false, broken: true })
-            } else {
-                Ok(ctx.attempt())
-            }
-        });
+        let outcome = m.queue_task(unhealthy_once(false));
         assert_eq!(outcome.unwrap(), 2);
         let panicked = m.queue_task(|_: &mut Res, _| -> Result<u32, LoudError> { panic!("task") });
         assert!(matches!(panicked, Err(TaskError::Panicked { .. })));
