@@ -729,14 +729,16 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     ///     .worker_count(1)
     ///     .build()?;
     /// // A task that ignores cancellation for a while.
+    /// let (started, has_started) = std::sync::mpsc::channel();
     /// manager.queue_task_with_callback(
-    ///     |_, _| {
+    ///     move |_, _| {
+    ///         started.send(()).unwrap();
     ///         std::thread::sleep(Duration::from_millis(300));
     ///         Ok(())
     ///     },
     ///     |_| {},
     /// );
-    /// std::thread::sleep(Duration::from_millis(20)); // let it start
+    /// has_started.recv()?;
     /// let stopped = manager.stop_timeout(Duration::from_millis(10));
     /// assert_eq!(stopped, Err(ShutdownError::TimedOut { running: 1 }));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
