@@ -26,7 +26,7 @@ use crate::sync::thread;
 /// `wait_activation` now moves `PARK_REQUESTED` to `PARKED` before it waits (unit test
 /// `a_slot_activated_then_asked_to_park_before_it_ran_*` in `slot.rs`).
 ///
-/// Run at preemption bound 2 unless `LOOM_FULL` is set: 46 614 executions, 3.7 s. At bound 3
+/// Run at preemption bound 2 unless `LOOM_FULL` is set: 56 720 executions, 4.6 s. At bound 3
 /// (release, `LOOM_FULL=1 LOOM_MAX_PREEMPTIONS=3`, a loaded machine): 2 394 348 executions,
 /// 506 s, the largest model; run that after changing the slot, the worker loop or shutdown.
 ///
@@ -74,8 +74,8 @@ enum Start {
 /// worker thread: a slot that misses shutdown keeps it waiting, and loom reports the
 /// deadlock.
 ///
-/// Run at preemption bound 2 unless `LOOM_FULL` is set: parked 8 298 executions, parking
-/// 19 060, activated 41 654; 4 s in all. At bound 3 (`LOOM_FULL=1`, a loaded machine): parked
+/// Run at preemption bound 2 unless `LOOM_FULL` is set: parked 11 984 executions, parking
+/// 24 082, activated 54 354; 5 s in all. At bound 3 (`LOOM_FULL=1`, a loaded machine): parked
 /// 126 623, parking 541 982, activated 1 150 676; 206 s in all.
 ///
 /// It bites: with the slot's check of `CLOSED` in `wait_activation` removed, loom finds the
