@@ -15,7 +15,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Gate, TIMEOUT};
-use tasker::{Logger, MetricsCollector, TaskContext, TaskError, TaskLifecycle, TaskManager};
+use tasker::{
+    Builder, Logger, MetricsCollector, TaskContext, TaskError, TaskLifecycle, TaskManager,
+};
 
 /// Set in the child: run the scenario itself.
 const CHILD: &str = "TASKER_USER_PANICS_CHILD";
@@ -154,15 +156,21 @@ impl Made {
 /// A one-worker manager over `Res` (loud resources when `loud`), default `on_destroy`
 /// (a drop), `broken` errors unhealthy.
 fn manager(made: &Made, loud: bool) -> TaskManager<Res, LoudError> {
+    one_worker(made, loud)
+        .resource_pool_size(1)
+        .build()
+        .expect("build")
+}
+
+/// A builder for one worker over `Res` (loud resources when `loud`), `broken` errors
+/// unhealthy; each scenario adds what it is about.
+fn one_worker(made: &Made, loud: bool) -> Builder<Res, LoudError> {
     let made = made.clone();
     TaskManager::builder()
         .on_create(move || Ok(made.make(loud)))
         .check_health(|e: &LoudError| !e.broken)
         .worker_count(1)
         .max_worker_count(1)
-        .resource_pool_size(1)
-        .build()
-        .expect("build")
 }
 
 /// A task that fails unhealthy on its first run (with an error whose `Drop` panics when
@@ -255,14 +263,7 @@ scenarios! {
     /// place is given back at once.
     fn a_cancelled_task_releases_its_closure_and_queue_place_at_once() {
         let made = Made::default();
-        let made2 = made.clone();
-        let m = TaskManager::builder()
-            .on_create(move || Ok::<_, LoudError>(made2.make(false)))
-            .worker_count(1)
-            .max_worker_count(1)
-            .queue_capacity(1)
-            .build()
-            .unwrap();
+        let m = one_worker(&made, false).queue_capacity(1).build().unwrap();
         let gate = hold_worker(&m);
         let drops = Arc::new(AtomicUsize::new(0));
         let loud = PanicOnDrop::new(&drops);
@@ -369,15 +370,7 @@ scenarios! {
     /// `stop` still shuts the manager (it refuses work afterwards).
     fn a_panicking_logger_neither_aborts_nor_keeps_the_manager_open() {
         let made = Made::default();
-        let made2 = made.clone();
-        let m = TaskManager::builder()
-            .on_create(move || Ok::<_, LoudError>(made2.make(false)))
-            .check_health(|e: &LoudError| !e.broken)
-            .worker_count(1)
-            .max_worker_count(1)
-            .logger(PanickingLogger)
-            .build()
-            .unwrap();
+        let m = one_worker(&made, false).logger(PanickingLogger).build().unwrap();
         let outcome = m.queue_task(unhealthy_once(false));
         assert_eq!(outcome.unwrap(), 2);
         let panicked = m.queue_task(|_: &mut Res, _| -> Result<u32, LoudError> { panic!("task") });
@@ -394,11 +387,7 @@ scenarios! {
     /// not wait forever for a task that was lost.
     fn a_collector_panicking_during_run_task_loses_nothing() {
         let made = Made::default();
-        let made2 = made.clone();
-        let m = TaskManager::builder()
-            .on_create(move || Ok::<_, LoudError>(made2.make(false)))
-            .worker_count(1)
-            .max_worker_count(1)
+        let m = one_worker(&made, false)
             .resource_pool_size(1)
             .metrics_collector(PanicsOnce(AtomicBool::new(false)))
             .build()
