@@ -57,6 +57,13 @@ MUTATIONS = [
         ["a_task_made_inside_a_task_is_stolen_by_an_idle_peer"],
     ),
     (
+        "kill_queued: the resolved task's ticket is not given back",
+        "src/shared.rs",
+        "            delivered.report(&observer);\n            self.finish(ticket);",
+        "            delivered.report(&observer);\n            std::mem::forget(ticket);",
+        ["kill_queued_racing_the_worker_resolves_each_once"],
+    ),
+    (
         "lifecycle: the last task out does not see the manager drained",
         "src/lifecycle.rs",
         "if prev & CLOSED != 0 && prev < 2 * ONE {",

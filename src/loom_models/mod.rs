@@ -53,6 +53,7 @@ pub use completion::{
 };
 pub use retry::unhealthy_requeue_racing_stop;
 pub use shutdown::{
+    kill_queued_racing_the_worker_resolves_each_once,
     kill_racing_queued_and_running_tasks_resolves_each_once,
     stop_racing_a_submission_neither_strands_nor_runs_twice,
 };
