@@ -48,12 +48,22 @@ fn bump(counter: &AtomicU64) {
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
+/// [`bump`], publishing the writes before it: a reader that loads `counter` with `Acquire`
+/// sees them (see [`Tally::panicked`]).
+#[inline]
+fn bump_release(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Release);
+}
+
 /// One writer's totals and rate windows.
 #[derive(Default)]
 pub(crate) struct Tally {
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) retried: AtomicU64,
+    /// A subset of `failed`. So that a snapshot never shows more panicked than failed tasks,
+    /// a writer bumps `failed` first and then `panicked` with `Release`; a snapshot loads
+    /// `panicked` with `Acquire` and then `failed`, which is then at least as new.
     pub(crate) panicked: AtomicU64,
     pub(crate) replaced: AtomicU64,
     /// Replaced by the lifecycle policy, by [`ReplaceReason`] (see `recycle`).
@@ -95,8 +105,8 @@ impl Tally {
                 self.failures.record(tick);
             }
             Ended::Panicked => {
-                bump(&self.panicked);
                 bump(&self.failed);
+                bump_release(&self.panicked);
                 self.failures.record(tick);
             }
             Ended::Retried => {
@@ -117,10 +127,11 @@ impl Tally {
                 self.completions.record(tick);
             }
             Ended::Failed | Ended::Panicked => {
-                if ended == Ended::Panicked {
-                    add(&self.panicked);
-                }
                 add(&self.failed);
+                if ended == Ended::Panicked {
+                    // After `failed`: see `Tally::panicked`.
+                    self.panicked.fetch_add(1, Ordering::Release);
+                }
                 self.failures.record(tick);
             }
             Ended::Retried => {
@@ -317,10 +328,11 @@ impl Metrics {
         let mut wait = new_histogram();
         let (mut completions, mut failures, mut retries) = (0, 0, 0);
         let mut add_tally = |t: &Tally, m: &mut TaskMetrics| {
+            // `panicked` before `failed`, with `Acquire`: see `Tally::panicked`.
+            m.total_tasks_panicked += t.panicked.load(Ordering::Acquire);
             m.total_tasks_completed += t.completed.load(Ordering::Relaxed);
             m.total_tasks_failed += t.failed.load(Ordering::Relaxed);
             m.total_tasks_retried += t.retried.load(Ordering::Relaxed);
-            m.total_tasks_panicked += t.panicked.load(Ordering::Relaxed);
             m.total_resources_replaced += t.replaced.load(Ordering::Relaxed);
             m.resources_replaced_lifetime += t.recycled[0].load(Ordering::Relaxed);
             m.resources_replaced_uses += t.recycled[1].load(Ordering::Relaxed);
@@ -524,4 +536,49 @@ pub struct TaskMetrics {
     pub p999_wait_time: Duration,
     /// Longest wait.
     pub max_wait_time: Duration,
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    /// A snapshot taken while a worker records panics never shows more panicked tasks than
+    /// failed ones: every panicked task is also a failed one, and a reader must not see the
+    /// first count move without the second.
+    #[test]
+    fn a_snapshot_never_shows_more_panicked_than_failed() {
+        let metrics = Arc::new(Metrics::new(Duration::from_secs(1), None, "t"));
+        let worker = Arc::new(WorkerMetrics::default());
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (metrics, worker, done) = (metrics.clone(), worker.clone(), done.clone());
+            std::thread::spawn(move || {
+                for _ in 0..200_000 {
+                    let at = metrics.now();
+                    metrics.worker_ended(&worker.tally, Ended::Panicked, at);
+                    metrics.outside_ended(Ended::Panicked, at);
+                }
+                done.store(true, std::sync::atomic::Ordering::Release);
+            })
+        };
+        let mut snapshots = 0u64;
+        while !done.load(std::sync::atomic::Ordering::Acquire) || snapshots == 0 {
+            let m = metrics.snapshot(std::iter::once(&*worker));
+            assert!(
+                m.total_tasks_panicked <= m.total_tasks_failed,
+                "snapshot {snapshots}: panicked {} > failed {}",
+                m.total_tasks_panicked,
+                m.total_tasks_failed
+            );
+            snapshots += 1;
+        }
+        writer.join().unwrap();
+        let m = metrics.snapshot(std::iter::once(&*worker));
+        assert_eq!(
+            (m.total_tasks_panicked, m.total_tasks_failed),
+            (400_000, 400_000)
+        );
+    }
 }
