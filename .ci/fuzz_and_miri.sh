@@ -12,7 +12,8 @@
 #    end-to-end tests (`-p tasker-fuzz-bodies --lib`, in fuzz/bodies: real workers, queues, task
 #    cells), under Tree Borrows and without the leak check, because crossbeam-epoch breaks
 #    Stacked Borrows and leaks its global collector on purpose (crossbeam-rs/crossbeam#545, #996). Skipped, and said so, when
-#    `cargo +nightly miri --version` does not work.
+#    `cargo +nightly miri --version` does not work (when nightly is there without Miri, the
+#    script first tries `rustup component add miri --toolchain nightly`).
 #
 # A crash in the fuzz smoke fails the script; the input is in fuzz/artifacts/<target>/ and
 # `cargo fuzz run <target> <file>` replays it (see fuzz/README.md). Environment:
@@ -91,6 +92,12 @@ elif can_fuzz; then
 fi
 
 # ----- Miri -----
+
+# Miri comes as a rustup component of nightly: added here when nightly is there without it.
+if [[ ${SKIP_MIRI:-0} != 1 ]] && ! cargo +nightly miri --version >/dev/null 2>&1 \
+    && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    step "install Miri" timeout 600 rustup component add miri --toolchain nightly || true
+fi
 
 if [[ ${SKIP_MIRI:-0} == 1 ]]; then
     skip "Miri: SKIP_MIRI=1"

@@ -64,21 +64,33 @@ MUTATIONS = [
         ["kill_queued_racing_the_worker_resolves_each_once"],
     ),
     (
-        "lifecycle: the last task out does not see the manager drained",
+        "lifecycle: the last task out looks for the drain before it leaves",
         "src/lifecycle.rs",
-        "if prev & CLOSED != 0 && prev < 2 * ONE {",
-        "if prev & CLOSED != 0 && prev < ONE {",
+        "        self.count(shard).fetch_sub(1, Ordering::SeqCst);\n        if self.is_drained() {",
+        "        let drained = self.is_drained();\n"
+        "        self.count(shard).fetch_sub(1, Ordering::SeqCst);\n"
+        "        if drained {",
         [
             "stop_racing_a_submission_neither_strands_nor_runs_twice",
             "kill_racing_queued_and_running_tasks_resolves_each_once",
         ],
     ),
     (
+        "lifecycle: a submitter reads the flags before it counts itself in",
+        "src/lifecycle.rs",
+        "        self.count(shard).fetch_add(1, Ordering::SeqCst);\n"
+        "        if self.flags.load(Ordering::SeqCst) & CLOSED == 0 {",
+        "        let open = self.flags.load(Ordering::SeqCst) & CLOSED == 0;\n"
+        "        self.count(shard).fetch_add(1, Ordering::SeqCst);\n"
+        "        if open {",
+        ["stop_racing_a_submission_neither_strands_nor_runs_twice"],
+    ),
+    (
         "retry: the re-queue gives its ticket back and takes a fresh one",
         "src/worker.rs",
         "                shared.push(Queued { job, ticket }, true);\n                return;",
         "                shared.finish(ticket);\n"
-        "                match shared.lifecycle.admit() {\n"
+        "                match shared.admit() {\n"
         "                    Ok(ticket) => shared.push(Queued { job, ticket }, true),\n"
         "                    Err(_) => {\n"
         "                        let _ = job.fail(TaskError::Killed);\n"

@@ -837,7 +837,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
         let shared = Arc::new(Shared {
             queues,
             sleep: Sleep::new(),
-            lifecycle: Lifecycle::new(),
+            lifecycle: Lifecycle::new(n + crate::metrics::ARRIVAL_SHARDS),
             capacity: self.queue_capacity.map(|n| Arc::new(Capacity::new(n))),
             hooks,
             recycle,

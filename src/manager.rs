@@ -245,7 +245,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
                 return self.refused(job, error);
             }
         }
-        match shared.lifecycle.admit() {
+        match shared.admit() {
             Ok(ticket) => {
                 let at = job.queued_at();
                 shared
@@ -642,7 +642,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         F: FnOnce(&mut R, &TaskContext) -> Result<T, E>,
     {
         let shared = &*self.inner.shared;
-        let ticket = match shared.lifecycle.admit() {
+        let ticket = match shared.admit() {
             Ok(ticket) => ticket,
             Err(drained) => {
                 if drained == Finished::Drained {

@@ -74,6 +74,8 @@ crate::sync::thread_local! {
     /// `*const Worker<Queued<R, E>>` of that manager's `R` and `E`, erased), null elsewhere.
     /// See [`LocalQueue`].
     static LOCAL_QUEUE: Cell<*const ()> = const { Cell::new(std::ptr::null()) };
+    /// On a worker thread, its slot index in its manager (see [`Shared::shard`]).
+    static WORKER_INDEX: Cell<usize> = const { Cell::new(0) };
     /// The manager whose `run_task` this thread is inside, 0 elsewhere.
     static IN_RUN_TASK: Cell<usize> = const { Cell::new(0) };
 }
@@ -181,7 +183,7 @@ impl<R, E> Shared<R, E> {
     /// An accepted task got its outcome.
     #[inline]
     pub(crate) fn finish(&self, ticket: Admitted) {
-        if self.lifecycle.finish(ticket) == Finished::Drained {
+        if self.lifecycle.finish(ticket, self.shard()) == Finished::Drained {
             self.wake_all();
         }
     }
@@ -216,9 +218,29 @@ impl<R, E> Shared<R, E> {
         self as *const Self as usize
     }
 
-    /// Marks the calling thread as one of this manager's workers.
-    pub(crate) fn enter_worker_thread(&self) {
+    /// Marks the calling thread as this manager's worker `index`.
+    pub(crate) fn enter_worker_thread(&self, index: usize) {
         CURRENT_MANAGER.with(|c| c.set(self.id()));
+        WORKER_INDEX.with(|c| c.set(index));
+    }
+
+    /// The calling thread's lifecycle shard: a worker's own (its slot index), or one of the
+    /// shards after the workers', by thread, for everyone else (see `lifecycle`). So a
+    /// worker counting in the tasks it makes and counting out the ones it ends writes only
+    /// its own line.
+    #[inline]
+    pub(crate) fn shard(&self) -> usize {
+        if self.is_current_worker() {
+            WORKER_INDEX.with(|c| c.get())
+        } else {
+            self.workers.len() + crate::metrics::thread_shard()
+        }
+    }
+
+    /// Enters the lifecycle gate on the calling thread's shard (see `lifecycle`).
+    #[inline]
+    pub(crate) fn admit(&self) -> Result<Admitted, Finished> {
+        self.lifecycle.admit(self.shard())
     }
 
     /// True on a worker thread of this manager (a task calling back into its manager).

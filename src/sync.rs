@@ -45,12 +45,14 @@
 //!   interleave them.
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering, fence};
+pub(crate) use std::sync::atomic::{
+    AtomicBool, AtomicIsize, AtomicU32, AtomicUsize, Ordering, fence,
+};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 #[cfg(loom)]
-pub(crate) use self::seq_cst::{AtomicBool, AtomicU32, AtomicUsize};
+pub(crate) use self::seq_cst::{AtomicBool, AtomicIsize, AtomicU32, AtomicUsize};
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{Ordering, fence};
 #[cfg(loom)]
@@ -162,6 +164,7 @@ mod seq_cst {
     atomic!(AtomicBool, bool);
     atomic!(AtomicU32, u32, integer);
     atomic!(AtomicUsize, usize, integer);
+    atomic!(AtomicIsize, isize, integer);
 }
 
 /// A std atomic, never modelled: for a counter that must live in a `static` (loom's atomics

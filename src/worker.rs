@@ -51,8 +51,8 @@ use crate::metrics::recorder::LocalRecorder;
 use crate::observe::{Event, Site, TaskEnd};
 use crate::recycle::{Age, ReplaceReason};
 use crate::resource_pool::CreateError;
-use crate::scheduler::Queued;
 use crate::scheduler::sleep::Slept;
+use crate::scheduler::{INJECTOR_INTERVAL, Queued};
 use crate::shared::{LocalQueue, Shared, WorkerSlot};
 use crate::slot::Wakeup;
 use crate::sync::deque::Worker;
@@ -85,7 +85,7 @@ const CREATE_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// The thread body.
 pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
     let guard = AbortOnUnwind("a worker");
-    shared.enter_worker_thread();
+    shared.enter_worker_thread(init.index);
     if let Some(core) = init.core
         && !core_affinity::set_for_current(core)
     {
@@ -134,6 +134,7 @@ pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
         age: Age::new(0),
         recorder: LocalRecorder::new(),
         last_clock: None,
+        picks: 0,
         burst: init.burst,
         shared: &shared,
     };
@@ -170,6 +171,8 @@ struct WorkerLoop<'a, R, E> {
     last_clock: Option<Stamp>,
     /// A burst slot (it may be asked to park).
     burst: bool,
+    /// Searches begun, for the injector-first turn (see `scheduler::INJECTOR_INTERVAL`).
+    picks: u32,
 }
 
 /// Why the worker loop returned.
@@ -318,11 +321,22 @@ impl<R, E> WorkerLoop<'_, R, E> {
         self.burst && self.slot.state.park_requested()
     }
 
+    /// One pass of the queues' search order, as a pick between tasks: every
+    /// `INJECTOR_INTERVAL`th pick looks at the normal injector before the local deque.
+    #[inline]
+    fn find_task(&mut self) -> Option<Queued<R, E>> {
+        self.picks = self.picks.wrapping_add(1);
+        let injector_first = self.picks.is_multiple_of(INJECTOR_INTERVAL);
+        self.shared
+            .queues
+            .find_task(self.index, self.local, injector_first)
+    }
+
     /// Finds a task: search, spin with backoff, then sleep. `Exit` once drained; `Park` when a
     /// burst slot is asked to park instead of sleeping.
     fn next_task(&mut self) -> Next<R, E> {
         let shared = self.shared;
-        if let Some(task) = shared.queues.find_task(self.index, self.local) {
+        if let Some(task) = self.find_task() {
             return Next::Task(task);
         }
         // Searching: the last clock read no longer stands for "now".
@@ -330,7 +344,8 @@ impl<R, E> WorkerLoop<'_, R, E> {
         let backoff = Backoff::with_max_pauses(SEARCH_MAX_PAUSES);
         let mut woken = false;
         loop {
-            if let Some(task) = shared.queues.find_task(self.index, self.local) {
+            // Searching: the local deque was empty a moment ago, so no injector-first turn.
+            if let Some(task) = shared.queues.find_task(self.index, self.local, false) {
                 if woken {
                     shared.sleep.work_found(shared.queues.has_work());
                 }
@@ -350,7 +365,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
             self.recorder.publish(&self.slot.metrics.published, true);
             self.published();
             let slept = shared.sleep.sleep(|| {
-                if let Some(task) = shared.queues.find_task(self.index, self.local) {
+                if let Some(task) = shared.queues.find_task(self.index, self.local, false) {
                     Some(Ok(task))
                 } else if shared.lifecycle.is_drained() || self.park_requested() {
                     Some(Err(()))

@@ -253,3 +253,84 @@ fn an_idle_peer_steals_work_made_inside_a_busy_task() {
     assert_eq!(stolen, CHILDREN, "every child ran on the idle peer");
     m.stop().unwrap();
 }
+
+/// Work that keeps making work cannot starve work queued from outside: a task chain on the only
+/// worker, each link submitting the next, still lets an outside task in after a bounded number
+/// of links (the worker looks at the shared queue first every so often), not only once the
+/// chain ends.
+#[test]
+fn a_task_chain_on_one_worker_does_not_starve_outside_work() {
+    /// Links after which the chain stops on its own (far more than the fairness interval).
+    const CHAIN_LIMIT: u64 = 100_000;
+    let counts = Counts::new();
+    let m = builder(&counts)
+        .worker_count(1)
+        .max_worker_count(1)
+        .build()
+        .unwrap();
+    let links = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let outside_ran = Arc::new(AtomicBool::new(false));
+
+    fn link(
+        m: tasker::TaskManager<Conn, DbError>,
+        links: Arc<std::sync::atomic::AtomicU64>,
+        outside_ran: Arc<AtomicBool>,
+        done: mpsc::Sender<()>,
+    ) {
+        let next = m.clone();
+        m.queue_task_with_callback(
+            move |_: &mut Conn, _: &TaskContext| {
+                let n = links.fetch_add(1, Ordering::SeqCst) + 1;
+                if n < CHAIN_LIMIT && !outside_ran.load(Ordering::SeqCst) {
+                    link(
+                        next.clone(),
+                        links.clone(),
+                        outside_ran.clone(),
+                        done.clone(),
+                    );
+                } else {
+                    done.send(()).unwrap();
+                }
+                Ok(())
+            },
+            |_| {},
+        );
+    }
+
+    // Hold the worker until both the chain's first link and the outside task are queued.
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    m.queue_task_with_callback(
+        move |_: &mut Conn, _: &TaskContext| {
+            started_tx.send(()).unwrap();
+            gate_rx.recv_timeout(TIMEOUT).unwrap();
+            Ok(())
+        },
+        |_| {},
+    );
+    started_rx.recv_timeout(TIMEOUT).unwrap();
+    let (done_tx, done_rx) = mpsc::channel();
+    link(m.clone(), links.clone(), outside_ran.clone(), done_tx);
+    // The chain's first link is queued before this, so the worker takes it first; from then
+    // on the chain's links go to the worker's own deque.
+    let (outside_links_tx, outside_links_rx) = mpsc::channel();
+    let (l, ran) = (links.clone(), outside_ran.clone());
+    m.queue_task_with_callback(
+        move |_: &mut Conn, _: &TaskContext| {
+            outside_links_tx.send(l.load(Ordering::SeqCst)).unwrap();
+            ran.store(true, Ordering::SeqCst);
+            Ok(())
+        },
+        |_| {},
+    );
+    gate_tx.send(()).unwrap();
+    done_rx.recv_timeout(TIMEOUT).expect("the chain ended");
+    let at = outside_links_rx
+        .recv_timeout(TIMEOUT)
+        .expect("the outside task ran");
+    m.stop().unwrap();
+    assert!(
+        at < 1_000,
+        "the outside task waited for {at} links of the chain (the chain stops at {CHAIN_LIMIT})"
+    );
+}

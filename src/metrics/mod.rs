@@ -34,13 +34,14 @@ use collector::MetricsCollector;
 use recorder::{Published, new_histogram};
 use window::{Ticks, Window};
 
-/// Arrival windows; submitters spread over them by thread.
+/// Arrival windows; submitters spread over them by thread ([`thread_shard`]). The lifecycle
+/// spreads threads other than workers over as many counts.
 #[cfg(not(loom))]
-const ARRIVAL_SHARDS: usize = 8;
+pub(crate) const ARRIVAL_SHARDS: usize = 8;
 /// One under loom: models stay small (arrivals are statistics, not protocol), and the shard
 /// never depends on the std counter below, which outlives each model execution.
 #[cfg(loom)]
-const ARRIVAL_SHARDS: usize = 1;
+pub(crate) const ARRIVAL_SHARDS: usize = 1;
 
 /// A total or window written by one thread only: a plain load and store.
 #[inline]
@@ -165,9 +166,10 @@ crate::sync::thread_local! {
 }
 static NEXT_SHARD: StdAtomicUsize = StdAtomicUsize::new(0);
 
+/// This thread's shard, below [`ARRIVAL_SHARDS`]: threads take them round-robin on first use.
 #[inline]
 #[cfg_attr(loom, allow(clippy::modulo_one))] // one shard under loom: always shard 0
-fn shard() -> usize {
+pub(crate) fn thread_shard() -> usize {
     SHARD.with(|s| {
         let mut v = s.get();
         if v == usize::MAX {
@@ -222,7 +224,7 @@ impl Metrics {
     /// A task was accepted at `at`.
     #[inline]
     pub(crate) fn arrival(&self, at: Stamp) {
-        let s = shard();
+        let s = thread_shard();
         self.arrived[s].fetch_add(1, Ordering::Relaxed);
         self.arrivals[s].record(self.ticks.tick(at));
         #[cfg(feature = "metrics")]

@@ -1,9 +1,11 @@
 //! The queues and the order a worker looks in them.
 //!
 //! Two global injectors (priority, normal) and one local FIFO deque per worker, whose
-//! [`Stealer`]s every worker holds. Tasks enter only through the injectors: submissions go to
-//! `normal` or `priority`, retries go to `priority`. A local deque is filled only by batch
-//! steals from `normal` or from a peer, so it only ever holds normal tasks.
+//! [`Stealer`]s every worker holds. Submissions from other threads go to `normal` or
+//! `priority`, retries go to `priority`. A normal task submitted on a worker of the manager
+//! (inside a task, a callback, a hook) goes to that worker's own deque (`Shared::push`), and
+//! a local deque is otherwise filled by batch steals from `normal` or from a peer: it only
+//! ever holds normal tasks.
 //!
 //! A worker looks, in order ([`Queues::find_task`]):
 //! 1. the priority injector, one task;
@@ -11,9 +13,14 @@
 //! 3. the normal injector, a batch moved into the local deque;
 //! 4. its peers' deques, starting after itself, a batch each.
 //!
+//! Every [`INJECTOR_INTERVAL`]th look, steps 2 and 3 swap.
+//!
 //! Because step 1 comes before every pick, a priority task starts before any normal task that
-//! is still queued when it arrives (local deques included). Normal tasks are never starved by
-//! local work: local deques hold only tasks taken from the normal injector in FIFO order.
+//! is still queued when it arrives (local deques included). Work made inside tasks runs on its
+//! worker in the order it was made, ahead of what the injector holds; but a worker whose tasks
+//! keep making work still takes a task from the injector every [`INJECTOR_INTERVAL`] picks, so
+//! a task chain cannot starve work queued from outside (peers, which look at the injector
+//! before stealing, take it sooner when they are free).
 
 pub(crate) mod capacity;
 pub(crate) mod sleep;
@@ -36,6 +43,10 @@ pub(crate) struct Queues<R, E> {
     pub(crate) stealers: Box<[Stealer<Queued<R, E>>]>,
 }
 
+/// A worker looks at the normal injector before its own deque once in this many picks (see
+/// the module doc). Prime, so it does not beat in step with a task pattern of the user's.
+pub(crate) const INJECTOR_INTERVAL: u32 = 61;
+
 impl<R, E> Queues<R, E> {
     /// Makes the injectors and `n` local deques; the deques go to their workers' threads.
     pub(crate) fn new(n: usize) -> (Self, Vec<Worker<Queued<R, E>>>) {
@@ -49,11 +60,14 @@ impl<R, E> Queues<R, E> {
         (queues, locals)
     }
 
-    /// One pass of the search order above. `me` is the caller's index in `stealers`.
+    /// One pass of the search order above. `me` is the caller's index in `stealers`;
+    /// `injector_first` swaps steps 2 and 3 (the worker sets it every [`INJECTOR_INTERVAL`]
+    /// picks).
     pub(crate) fn find_task(
         &self,
         me: usize,
         local: &Worker<Queued<R, E>>,
+        injector_first: bool,
     ) -> Option<Queued<R, E>> {
         loop {
             let mut retry = false;
@@ -61,6 +75,13 @@ impl<R, E> Queues<R, E> {
                 Steal::Success(job) => return Some(job),
                 Steal::Retry => retry = true,
                 Steal::Empty => {}
+            }
+            if injector_first {
+                match self.normal.steal_batch_and_pop(local) {
+                    Steal::Success(job) => return Some(job),
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
             }
             if let Some(job) = local.pop() {
                 return Some(job);
