@@ -129,8 +129,8 @@ impl Drop for RunTaskScope {
 }
 
 impl<R, E> Shared<R, E> {
-    /// `kill` has begun. Read per task, so it is the read-mostly `cancelled` flag (set by
-    /// `kill` before it closes the lifecycle), not the lifecycle word every submission writes.
+    /// `kill` has begun. Read per task: the read-mostly `cancelled` flag, set by `kill`
+    /// before it closes the lifecycle.
     #[inline]
     pub(crate) fn kill_begun(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)

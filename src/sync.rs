@@ -62,8 +62,8 @@ pub(crate) use loom::sync::{Arc, Condvar, Mutex, mpsc};
 ///
 /// Why: loom models a `SeqCst` access as `AcqRel`, but the protocols' proofs use the single
 /// total order of `SeqCst` operations. Take [`slot`](crate::slot): the parking slot CASes its state
-/// `PARK_REQUESTED -> PARKED` then loads the lifecycle word; shutdown `fetch_or`s `CLOSED`
-/// into the word then CASes the state `PARKED -> CLOSED`. With `AcqRel` only, loom lets
+/// `PARK_REQUESTED -> PARKED` then loads the lifecycle flags; shutdown `fetch_or`s `CLOSED`
+/// into the flags then CASes the state `PARKED -> CLOSED`. With `AcqRel` only, loom lets
 /// shutdown's CAS fail (it read `PARK_REQUESTED`) *and* the slot's load miss `CLOSED`, and
 /// reports a parked slot sleeping through shutdown (seen with plain loom atomics). Rust's
 /// memory model forbids that execution: the four operations would form a cycle in the

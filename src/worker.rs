@@ -4,7 +4,7 @@
 //!
 //! The thread owns its resource (`Option<R>`, `None` while it is being replaced), its local
 //! deque and its [`WorkerSlot`] counters; nobody else writes them. It shares the injectors,
-//! the peers' stealers, the sleep state and the lifecycle word (see their modules).
+//! the peers' stealers, the sleep state and the lifecycle flags and shards (see their modules).
 //!
 //! # A task's path through the worker ([`WorkerLoop::handle`])
 //!

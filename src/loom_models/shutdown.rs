@@ -1,4 +1,4 @@
-//! The lifecycle word (`lifecycle`) and shutdown: admission tickets, `stop` draining, `kill`
+//! The lifecycle count (`lifecycle`: its flags and sharded counts) and shutdown: admission tickets, `stop` draining, `kill`
 //! resolving what is queued. The race it must survive: submissions and running tasks racing
 //! `stop`/`kill`, with the workers deciding when the manager is drained.
 
@@ -15,14 +15,19 @@ use crate::sync::thread;
 /// get no outcome) nor sleep through it (loom reports the deadlock). Second scenario: a task
 /// was accepted before, and the submission races both. Third: two submitters race `stop`, so
 /// one can be refused while the other is accepted and not yet pushed: the refused one's brief
-/// `+1/-1` on the lifecycle word must not let the worker exit with the accepted task on its
+/// `+1/-1` on its lifecycle shard must not let the worker exit with the accepted task on its
 /// way.
 ///
 /// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): one submitter 7 169 executions, with a task
 /// queued before 8 505, two submitters 227 394; 18 s in all.
 ///
-/// It bites: with `Lifecycle::leave` off by one (the last task out does not see the manager
-/// drained, so nobody wakes the sleeping worker), loom finds `stop` joining a worker asleep.
+/// The submitters count themselves in on another shard than the worker counts its tasks out
+/// on, so the model checks the sum across shards.
+///
+/// It bites: with `Lifecycle::leave` looking for the drain before its decrement (the last task
+/// out does not see the manager drained, so nobody wakes the sleeping worker), loom finds
+/// `stop` joining a worker asleep; with `Lifecycle::admit` reading the flags before it counts
+/// itself in, a task accepted after the close's sum found nothing pending is stranded.
 pub fn stop_racing_a_submission_neither_strands_nor_runs_twice() {
     for (queued_before, submitters) in [(false, 1), (true, 1), (false, 2)] {
         explore(
