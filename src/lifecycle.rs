@@ -69,7 +69,7 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicIsize, AtomicUsize, Ordering};
+use crate::sync::{AtomicIsize, AtomicUsize, Ordering, fence};
 
 const CLOSED: usize = 1;
 const KILLED: usize = 2;
@@ -166,7 +166,18 @@ impl Lifecycle {
     }
 
     /// The shard counts' sum (see the module doc for when it can be trusted).
+    ///
+    /// The fence first: a thread that read `CLOSED` without writing anything (a worker asking
+    /// whether it may exit) must still see every increment made by a submitter that read the
+    /// flags open. That submitter's flag read is before the close's `fetch_or` in the `SeqCst`
+    /// order (it read an older value), the `fetch_or` happens before this fence (this thread
+    /// read `CLOSED` from it), so the flag read, and the increment before it, precede this
+    /// fence in that order; loads after a `SeqCst` fence see every `SeqCst` write that
+    /// precedes it. Plain `SeqCst` loads would give the same in the language's model, but a
+    /// model checker that treats them as acquire loads does not (loom found a task stranded
+    /// without the fence), and this runs only once the manager is closed.
     fn sum(&self) -> isize {
+        fence(Ordering::SeqCst);
         self.counts.iter().map(|c| c.load(Ordering::SeqCst)).sum()
     }
 
