@@ -86,6 +86,13 @@ MUTATIONS = [
         ["stop_racing_a_submission_neither_strands_nor_runs_twice"],
     ),
     (
+        "lifecycle: a thread that read CLOSED sums the shards without a fence first",
+        "src/lifecycle.rs",
+        "        fence(Ordering::SeqCst);\n        self.counts.iter()",
+        "        self.counts.iter()",
+        ["stop_racing_a_submission_neither_strands_nor_runs_twice"],
+    ),
+    (
         "retry: the re-queue gives its ticket back and takes a fresh one",
         "src/worker.rs",
         "                shared.push(Queued { job, ticket }, true);\n                return;",
