@@ -24,6 +24,34 @@
 //! - After writing `READY` the producer calls `waker.wake()`. The consumer registers its waker
 //!   *before* re-checking `state`; `AtomicWaker` guarantees that a wake racing a register is
 //!   not lost (either the wake sees the new waker, or the re-check sees `READY`).
+//!
+//! # A blocking wait, and how its caller gets a CPU back
+//!
+//! [`TaskHandle::wait`] (and every blocking `queue_task*`, which waits on a handle):
+//! 1. *Spin*: poll the slot with `spin_loop` hints for ~1 µs while the task is still queued
+//!    (`PENDING`), ~4 µs once it has started. Never `yield_now`: on a machine whose cores are
+//!    all held by pinned busy workers, a yield hands the caller's CPU to the worker there,
+//!    and the kernel (EEVDF) gives it back only when that worker's slice ends, milliseconds
+//!    later. Nor spin long behind busy workers: the spin takes a CPU from a worker, makes the
+//!    caller use up its fair share, and then it waits for a slice instead.
+//! 2. *Park*: store `parked = true`, then register the thread's waker, re-check, park (the
+//!    re-check and the wake-up are the slot protocol's above).
+//! 3. The worker's fill: `READY`, `waker.wake()`, then it reads `parked`: `true` means it
+//!    just woke a parked caller, and it says so ([`Caught::woke_a_waiter`]).
+//! 4. That worker bumps the process-wide [`WAITERS_WOKEN`] epoch. Every worker reads the
+//!    epoch between two tasks (one load of a line written only at such a wake-up, never per
+//!    task) and, when it moved, yields its CPU once ([`WokenWaiters::yield_if_woken`]). The
+//!    woken caller is queued on one of the CPUs; the worker pinned there yields to it right
+//!    after its current task, instead of running on to the end of its slice. A yield on a
+//!    CPU where nobody waits returns at once.
+//!
+//! Why the fill sees `parked` when it matters: if the caller blocks in step 2's park, its
+//! re-check found no outcome, so (by `AtomicWaker`'s guarantee) the fill's `wake` read the
+//! waker the caller's `register` published, with `AcqRel` on the waker's word; the caller's
+//! `parked = true` is sequenced before that `register`, so it happens before the fill's read
+//! of `parked`. A `parked` seen by a fill whose caller never blocked costs one spare yield per
+//! worker. Either way `parked` is a hint for the CPU, never for the outcome: the wake-up itself
+//! is the slot protocol's, unchanged. A future (`.await`) never sets it.
 
 use std::fmt;
 use std::future::Future;
@@ -34,13 +62,25 @@ use std::time::{Duration, Instant};
 use crate::error::TaskError;
 use crate::observe::{Observer, Site};
 use crate::sync::thread::{self, Thread};
-use crate::sync::{Arc, AtomicU32, AtomicWaker, Backoff, Ordering, StdArc, UnsafeCell};
+use crossbeam_utils::CachePadded;
+
+use crate::sync::{
+    Arc, AtomicBool, AtomicU32, AtomicWaker, Ordering, StdArc, StdAtomicUsize, UnsafeCell,
+};
 use crate::unwind::{self, PanicMessage};
 
-/// A blocking wait polls its slot with at most this many `spin_loop` hints in between (one
-/// poll reads one word the worker writes once): the outcome is seen within ~60 ns of its
-/// arrival while the wait spins (see [`Backoff`]).
-const WAIT_MAX_PAUSES: u32 = 2;
+/// A blocking wait polls its slot with this many `spin_loop` hints in between (one poll reads
+/// one word the worker writes once; ~60 ns here, see [`Backoff`](crate::sync::Backoff) for
+/// what a hint costs).
+const WAIT_PAUSES: u32 = 2;
+/// `spin_loop` hints a blocking wait spends before it parks while its task is still queued
+/// (~1 µs): long enough for an idle worker to take the task, short enough that a caller
+/// behind busy workers gives its CPU back to them at once (see the module docs).
+const WAIT_SPIN_QUEUED: u32 = 32;
+/// `spin_loop` hints a blocking wait spends before it parks once its task has started (~4 µs,
+/// the worker's own search budget): covers an idle round trip's p99 (DESIGN.md §5: a futex
+/// sleep and wake costs 4–47 µs).
+const WAIT_SPIN_RUNNING: u32 = 128;
 
 const PENDING: u32 = 0;
 const CLAIMED: u32 = 1;
@@ -63,6 +103,9 @@ pub(crate) struct Slot<T, E> {
     state: AtomicU32,
     value: UnsafeCell<Option<Result<T, TaskError<E>>>>,
     waker: AtomicWaker,
+    /// Set by a blocking wait before it parks (after its spin): the fill that wakes it tells
+    /// its worker so (see "A parked waiter gets its CPU back" in the module docs).
+    parked: AtomicBool,
 }
 
 // SAFETY: (1) `value` is only accessed under the state protocol above, which gives the producer
@@ -80,6 +123,7 @@ impl<T, E> Slot<T, E> {
             state: AtomicU32::new(PENDING),
             value: UnsafeCell::new(None),
             waker: AtomicWaker::new(),
+            parked: AtomicBool::new(false),
         }
     }
 
@@ -95,10 +139,11 @@ impl<T, E> Slot<T, E> {
         }
     }
 
-    /// Producer: publishes the outcome. Does nothing if the consumer cancelled first.
-    pub(crate) fn fill(&self, outcome: Result<T, TaskError<E>>) {
+    /// Producer: publishes the outcome. Does nothing if the consumer cancelled first. True
+    /// when a blocking wait was parked (or about to park) on the slot: it was just woken.
+    pub(crate) fn fill(&self, outcome: Result<T, TaskError<E>>) -> bool {
         if self.claim() == Claim::Cancelled {
-            return;
+            return false;
         }
         self.value.with_mut(|value| {
             // SAFETY: the state is CLAIMED and only this producer could have set it; the
@@ -108,6 +153,7 @@ impl<T, E> Slot<T, E> {
         });
         self.state.store(READY, Ordering::Release);
         self.waker.wake();
+        self.parked.load(Ordering::Relaxed)
     }
 
     /// Consumer: `PENDING -> CANCELLED`. True when the task had not started and now never will.
@@ -115,6 +161,12 @@ impl<T, E> Slot<T, E> {
         self.state
             .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// Consumer: the task has not started (nor been cancelled).
+    #[cfg(not(loom))]
+    fn is_queued(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == PENDING
     }
 
     pub(crate) fn is_finished(&self) -> bool {
@@ -148,6 +200,51 @@ impl<T, E> Slot<T, E> {
             _ => None,
         }
     }
+}
+
+/// Bumped by a worker each time it woke a parked blocking wait (step 4 in the module docs).
+/// Process-wide: the CPU the woken caller needs may be held by another manager's worker.
+/// A std atomic in every build: it orders nothing (a hint to yield), so loom need not
+/// interleave it.
+static WAITERS_WOKEN: CachePadded<StdAtomicUsize> = CachePadded::new(StdAtomicUsize::new(0));
+
+/// A worker's view of [`WAITERS_WOKEN`]: the epoch it last answered.
+pub(crate) struct WokenWaiters {
+    seen: usize,
+}
+
+impl WokenWaiters {
+    pub(crate) fn new() -> Self {
+        WokenWaiters {
+            seen: WAITERS_WOKEN.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Step 4: this worker just woke a parked blocking wait.
+    #[cold]
+    pub(crate) fn woke_one() {
+        WAITERS_WOKEN.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Step 4, between two tasks: yields the CPU once if a parked wait was woken since the
+    /// last look (the woken caller may be queued on this CPU). True when it yielded.
+    #[inline]
+    pub(crate) fn yield_if_woken(&mut self) -> bool {
+        let now = WAITERS_WOKEN.load(Ordering::Relaxed);
+        if now == self.seen {
+            return false;
+        }
+        self.seen = now;
+        yield_cpu();
+        true
+    }
+}
+
+/// Under loom a yield is no courtesy to anyone: no-op.
+#[inline]
+fn yield_cpu() {
+    #[cfg(not(loom))]
+    thread::yield_now();
 }
 
 /// Wakes a thread blocked in [`TaskHandle::wait`].
@@ -371,13 +468,12 @@ impl<T, E> TaskHandle<T, E> {
         if owner != 0 && crate::shared::current_manager() == owner && self.cell.cancel() {
             return Ok(Err(TaskError::WouldDeadlock));
         }
-        let backoff = Backoff::with_max_pauses(WAIT_MAX_PAUSES);
-        while !backoff.is_completed() {
-            if let Some(outcome) = self.slot().try_take() {
-                return Ok(outcome);
-            }
-            backoff.snooze();
+        // Step 1.
+        if let Some(outcome) = self.spin() {
+            return Ok(outcome);
         }
+        // Step 2: say so before registering (the order the hint relies on, see module docs).
+        self.slot().parked.store(true, Ordering::Relaxed);
         THREAD_WAKER.with(|waker| self.slot().waker.register(waker));
         loop {
             // Registered before this check: a fill after it wakes us (see module docs).
@@ -395,6 +491,38 @@ impl<T, E> TaskHandle<T, E> {
                 }
             }
         }
+    }
+
+    /// Step 1 of a blocking wait: polls the slot, `WAIT_PAUSES` `spin_loop` hints apart,
+    /// for up to [`WAIT_SPIN_QUEUED`] hints while the task is still queued and up to
+    /// [`WAIT_SPIN_RUNNING`] once it has started; never yields. The outcome, if it came.
+    #[cfg(not(loom))]
+    fn spin(&self) -> Option<Result<T, TaskError<E>>> {
+        let slot = self.slot();
+        let mut spent = 0;
+        loop {
+            if let Some(outcome) = slot.try_take() {
+                return Some(outcome);
+            }
+            let budget = if slot.is_queued() {
+                WAIT_SPIN_QUEUED
+            } else {
+                WAIT_SPIN_RUNNING
+            };
+            if spent >= budget {
+                return None;
+            }
+            for _ in 0..WAIT_PAUSES {
+                std::hint::spin_loop();
+            }
+            spent += WAIT_PAUSES;
+        }
+    }
+
+    /// Under loom a spin only multiplies interleavings: straight to the blocking path.
+    #[cfg(loom)]
+    fn spin(&self) -> Option<Result<T, TaskError<E>>> {
+        None
     }
 }
 
@@ -427,15 +555,22 @@ impl<T, E> fmt::Debug for TaskHandle<T, E> {
 /// go: a callback, or the `Drop` of a closure, of a value nobody will read, of an error. Each
 /// with where it happened. They never change the outcome; the worker reports each one
 /// ([`Observer::caught`]), which logs and counts it. No allocation unless something panicked.
+/// Also whether the hand-over woke a parked blocking wait (step 3 in the module docs).
 #[must_use = "caught panics must be reported"]
 #[derive(Debug, Default)]
-pub(crate) struct Caught(Vec<(Site, PanicMessage)>);
+pub(crate) struct Caught(Vec<(Site, PanicMessage)>, bool);
 
 impl Caught {
     /// Nothing panicked.
     #[inline]
     pub(crate) fn nothing() -> Self {
-        Caught(Vec::new())
+        Caught(Vec::new(), false)
+    }
+
+    /// Handing over woke a parked blocking wait (see the module docs, step 3).
+    #[inline]
+    pub(crate) fn woke_a_waiter(&self) -> bool {
+        self.1
     }
 
     /// Keeps `result`'s panic, if any, with its site.
@@ -450,6 +585,7 @@ impl Caught {
     #[inline]
     pub(crate) fn and(mut self, other: Caught) -> Caught {
         self.0.extend(other.0);
+        self.1 |= other.1;
         self
     }
 
@@ -512,8 +648,8 @@ impl<T: Send, E: Send> Port<T, E> for Slot<T, E> {
             );
             caught
         } else {
-            self.fill(outcome);
-            Caught::nothing()
+            let woke = self.fill(outcome);
+            Caught(Vec::new(), woke)
         }
     }
 }
