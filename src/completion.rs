@@ -28,12 +28,15 @@
 //! # A blocking wait, and how its caller gets a CPU back
 //!
 //! [`TaskHandle::wait`] (and every blocking `queue_task*`, which waits on a handle):
-//! 1. *Spin*: poll the slot with `spin_loop` hints for ~1 µs while the task is still queued
-//!    (`PENDING`), ~4 µs once it has started. Never `yield_now`: on a machine whose cores are
-//!    all held by pinned busy workers, a yield hands the caller's CPU to the worker there,
-//!    and the kernel (EEVDF) gives it back only when that worker's slice ends, milliseconds
-//!    later. Nor spin long behind busy workers: the spin takes a CPU from a worker, makes the
-//!    caller use up its fair share, and then it waits for a slice instead.
+//! 1. *Spin*, as chosen at submission ([`Spin`]). When nothing else was queued (`Full`), a
+//!    worker takes the task at once: poll for ~4 µs, then yield a few times, as before (an
+//!    idle round trip is ~0.3 µs; a futex sleep and wake costs 4–47 µs, DESIGN.md §5). When
+//!    other tasks were queued (`Brief`), every worker was busy: poll for ~1 µs while the task
+//!    is still queued (~4 µs once it has started) and never `yield_now`. On a machine whose
+//!    cores are all held by pinned busy workers, a yield hands the caller's CPU to the worker
+//!    there, and the kernel (EEVDF) gives it back only when that worker's slice ends,
+//!    milliseconds later; a longer spin takes a CPU from a worker and makes the caller use up
+//!    its fair share, so it waits for a slice later instead.
 //! 2. *Park*: store `parked = true`, then register the thread's waker, re-check, park (the
 //!    re-check and the wake-up are the slot protocol's above).
 //! 3. The worker's fill: `READY`, `waker.wake()`, then it reads `parked`: `true` means it
@@ -65,21 +68,20 @@ use crate::sync::thread::{self, Thread};
 use crossbeam_utils::CachePadded;
 
 use crate::sync::{
-    Arc, AtomicBool, AtomicU32, AtomicWaker, Ordering, StdArc, StdAtomicUsize, UnsafeCell,
+    Arc, AtomicBool, AtomicU32, AtomicWaker, Backoff, Ordering, StdArc, StdAtomicUsize, UnsafeCell,
 };
 use crate::unwind::{self, PanicMessage};
 
-/// A blocking wait polls its slot with this many `spin_loop` hints in between (one poll reads
-/// one word the worker writes once; ~60 ns here, see [`Backoff`](crate::sync::Backoff) for
-/// what a hint costs).
+/// A blocking wait polls its slot with (at most) this many `spin_loop` hints in between (one
+/// poll reads one word the worker writes once): the outcome is seen within ~60 ns of its
+/// arrival while the wait spins (see [`Backoff`] for what a hint costs).
 const WAIT_PAUSES: u32 = 2;
-/// `spin_loop` hints a blocking wait spends before it parks while its task is still queued
-/// (~1 µs): long enough for an idle worker to take the task, short enough that a caller
-/// behind busy workers gives its CPU back to them at once (see the module docs).
+/// `spin_loop` hints a [`Spin::Brief`] wait spends before it parks while its task is still
+/// queued (~1 µs): a caller behind busy workers gives its CPU back to them at once (see the
+/// module docs).
 const WAIT_SPIN_QUEUED: u32 = 32;
-/// `spin_loop` hints a blocking wait spends before it parks once its task has started (~4 µs,
-/// the worker's own search budget): covers an idle round trip's p99 (DESIGN.md §5: a futex
-/// sleep and wake costs 4–47 µs).
+/// `spin_loop` hints a [`Spin::Brief`] wait spends before it parks once its task has started
+/// (~4 µs, as a [`Spin::Full`] one): a short task's answer is then near.
 const WAIT_SPIN_RUNNING: u32 = 128;
 
 const PENDING: u32 = 0;
@@ -288,6 +290,20 @@ pub struct TaskHandle<T, E> {
     /// The slot, inside the allocation it shares with its task (a [`TaskCell`](crate::task)
     /// whose port is a [`Slot`]).
     cell: Arc<dyn AsSlot<T, E>>,
+    /// How a blocking wait spins before it parks (step 1 in the module docs).
+    spin: Spin,
+}
+
+/// How a blocking wait spins before it parks, chosen when its task was queued (step 1 in the
+/// module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spin {
+    /// Nothing else was queued: a worker takes the task at once. Poll for ~4 µs, then yield
+    /// a few times, as [`Backoff`](crate::sync::Backoff) does.
+    Full,
+    /// Other tasks were queued, so every worker was busy: poll for ~1 µs while the task is
+    /// still queued (~4 µs once it has started), never yield, then park.
+    Brief,
 }
 
 /// Gives the handle its slot, wherever the slot lives, and its cancel.
@@ -316,7 +332,16 @@ impl<T: Send, E: Send> AsSlot<T, E> for Slot<T, E> {
 
 impl<T, E> TaskHandle<T, E> {
     pub(crate) fn new(cell: Arc<dyn AsSlot<T, E>>) -> Self {
-        TaskHandle { cell }
+        TaskHandle {
+            cell,
+            spin: Spin::Full,
+        }
+    }
+
+    /// Sets how a blocking wait spins before it parks.
+    pub(crate) fn with_spin(mut self, spin: Spin) -> Self {
+        self.spin = spin;
+        self
     }
 
     #[inline]
@@ -493,12 +518,20 @@ impl<T, E> TaskHandle<T, E> {
         }
     }
 
-    /// Step 1 of a blocking wait: polls the slot, `WAIT_PAUSES` `spin_loop` hints apart,
-    /// for up to [`WAIT_SPIN_QUEUED`] hints while the task is still queued and up to
-    /// [`WAIT_SPIN_RUNNING`] once it has started; never yields. The outcome, if it came.
+    /// Step 1 of a blocking wait: spins as [`Spin`] says. The outcome, if it came.
     #[cfg(not(loom))]
     fn spin(&self) -> Option<Result<T, TaskError<E>>> {
         let slot = self.slot();
+        if self.spin == Spin::Full {
+            let backoff = Backoff::with_max_pauses(WAIT_PAUSES);
+            while !backoff.is_completed() {
+                if let Some(outcome) = slot.try_take() {
+                    return Some(outcome);
+                }
+                backoff.snooze();
+            }
+            return None;
+        }
         let mut spent = 0;
         loop {
             if let Some(outcome) = slot.try_take() {

@@ -17,9 +17,10 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::completion::TaskHandle;
+use crate::completion::{Spin, TaskHandle};
 use crate::error::TaskError;
 use crate::manager::TaskManager;
+use crate::shared::Shared;
 use crate::task::{self, Body, Deadline, Many, Once, TaskContext};
 
 /// One submission being configured: made by [`TaskManager::task`] (a re-runnable `FnMut`
@@ -331,6 +332,7 @@ where
         None => task::with_handle(body, priority, now, room, owner),
         Some(at) => task::with_handle(Deadline { body, at }, priority, now, room, owner),
     };
+    let handle = handle.with_spin(spin(shared));
     manager.enqueue(job, priority, true, deadline);
     handle.wait()
 }
@@ -354,8 +356,19 @@ where
         None => task::with_handle(body, priority, now, room, owner),
         Some(at) => task::with_handle(Deadline { body, at }, priority, now, room, owner),
     };
+    let handle = handle.with_spin(spin(shared));
     manager.enqueue(job, priority, false, deadline);
     handle
+}
+
+/// How a wait for a task queued now should spin (see `completion`'s module docs, step 1):
+/// briefly when other tasks are queued, so every worker is busy.
+fn spin<R, E>(shared: &Shared<R, E>) -> Spin {
+    if shared.queues.has_work() {
+        Spin::Brief
+    } else {
+        Spin::Full
+    }
 }
 
 fn callback<R, E, T, B, C>(
