@@ -28,11 +28,13 @@
 //! # A blocking wait, and how its caller gets a CPU back
 //!
 //! [`TaskHandle::wait`] (and every blocking `queue_task*`, which waits on a handle):
-//! 1. *Spin*, as chosen at submission ([`Spin`]). When nothing else was queued (`Full`), a
-//!    worker takes the task at once: poll for ~4 µs, then yield a few times, as before (an
-//!    idle round trip is ~0.3 µs; a futex sleep and wake costs 4–47 µs, DESIGN.md §5). When
-//!    other tasks were queued (`Brief`), every worker was busy: poll for ~1 µs while the task
-//!    is still queued (~4 µs once it has started) and never `yield_now`. On a machine whose
+//! 1. *Spin* ([`Spin`]). A blocking submission that found nothing else queued (`Full`): a
+//!    worker takes the task at once; poll for ~4 µs, then yield a few times (an idle round
+//!    trip is ~0.3 µs; a futex sleep and wake costs 4–47 µs, DESIGN.md §5). A blocking
+//!    submission that found other tasks queued, so every worker was busy, and every handle
+//!    (`Brief`; a handle's submission does not look at the queues, which would cost every
+//!    `*_async` submission): poll for ~1 µs while the task is still queued (~4 µs once it has
+//!    started) and never `yield_now`. On a machine whose
 //!    cores are all held by pinned busy workers, a yield hands the caller's CPU to the worker
 //!    there, and the kernel (EEVDF) gives it back only when that worker's slice ends,
 //!    milliseconds later; a longer spin takes a CPU from a worker and makes the caller use up
@@ -294,15 +296,15 @@ pub struct TaskHandle<T, E> {
     spin: Spin,
 }
 
-/// How a blocking wait spins before it parks, chosen when its task was queued (step 1 in the
-/// module docs).
+/// How a blocking wait spins before it parks (step 1 in the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Spin {
-    /// Nothing else was queued: a worker takes the task at once. Poll for ~4 µs, then yield
-    /// a few times, as [`Backoff`](crate::sync::Backoff) does.
+    /// A blocking submission that found nothing else queued: a worker takes the task at
+    /// once. Poll for ~4 µs, then yield a few times, as [`Backoff`] does.
     Full,
-    /// Other tasks were queued, so every worker was busy: poll for ~1 µs while the task is
-    /// still queued (~4 µs once it has started), never yield, then park.
+    /// A blocking submission that found other tasks queued (so every worker was busy), and
+    /// every handle: poll for ~1 µs while the task is still queued (~4 µs once it has
+    /// started), never yield, then park.
     Brief,
 }
 
@@ -334,7 +336,7 @@ impl<T, E> TaskHandle<T, E> {
     pub(crate) fn new(cell: Arc<dyn AsSlot<T, E>>) -> Self {
         TaskHandle {
             cell,
-            spin: Spin::Full,
+            spin: Spin::Brief,
         }
     }
 
@@ -770,6 +772,63 @@ mod tests {
             assert_eq!(handle.wait(), Ok(vec![1, 2, 3]));
             producer.join().unwrap();
         }
+    }
+
+    /// A wait that found no outcome in its spin parks, saying so first; the fill that wakes
+    /// it reports it (the worker's cue to yield its CPU), and the wait gets the one outcome.
+    /// Both spins end the same way.
+    #[test]
+    fn a_parked_wait_gets_its_outcome_and_the_fill_says_it_woke_it() {
+        for spin in [Spin::Brief, Spin::Full] {
+            let slot = Arc::new(Slot::<Vec<u8>, ()>::new());
+            let handle = TaskHandle::new(slot.clone()).with_spin(spin);
+            let waiter = thread::spawn(move || handle.wait());
+            while !slot.parked.load(Ordering::Relaxed) {
+                thread::yield_now();
+            }
+            assert!(
+                slot.fill(Ok(vec![4, 2])),
+                "the fill reports the parked wait"
+            );
+            assert_eq!(waiter.join().unwrap(), Ok(vec![4, 2]));
+        }
+    }
+
+    /// A wait whose outcome came first never parks, and its fill reports nobody woken: a
+    /// worker yields only for a caller that was parked.
+    #[test]
+    fn a_fill_before_the_wait_wakes_nobody() {
+        for spin in [Spin::Brief, Spin::Full] {
+            let slot = Arc::new(Slot::<u8, ()>::new());
+            let handle = TaskHandle::new(slot.clone()).with_spin(spin);
+            assert!(!slot.fill(Ok(3)));
+            assert_eq!(handle.wait(), Ok(3));
+            assert!(!slot.parked.load(Ordering::Relaxed));
+        }
+    }
+
+    /// A brief wait that times out after parking gives its handle back, and the next wait
+    /// still gets the one outcome.
+    #[test]
+    fn a_brief_wait_that_timed_out_waits_again() {
+        let slot = Arc::new(Slot::<u8, ()>::new());
+        let handle = TaskHandle::new(slot.clone()).with_spin(Spin::Brief);
+        let handle = handle
+            .wait_timeout(Duration::from_millis(1))
+            .expect_err("nothing filled the slot");
+        assert!(slot.parked.load(Ordering::Relaxed));
+        let waiter = thread::spawn(move || handle.wait());
+        slot.fill(Ok(9));
+        assert_eq!(waiter.join().unwrap(), Ok(9));
+    }
+
+    /// A worker yields after a parked caller was woken since its last look. (The epoch is
+    /// process-wide and other tests' workers bump it too: only "it yields" is certain here.)
+    #[test]
+    fn a_worker_yields_after_a_waiter_was_woken() {
+        let mut worker = WokenWaiters::new();
+        WokenWaiters::woke_one();
+        assert!(worker.yield_if_woken());
     }
 
     #[test]

@@ -356,13 +356,14 @@ where
         None => task::with_handle(body, priority, now, room, owner),
         Some(at) => task::with_handle(Deadline { body, at }, priority, now, room, owner),
     };
-    let handle = handle.with_spin(spin(shared));
     manager.enqueue(job, priority, false, deadline);
     handle
 }
 
-/// How a wait for a task queued now should spin (see `completion`'s module docs, step 1):
-/// briefly when other tasks are queued, so every worker is busy.
+/// How a blocking submission's wait should spin (see `completion`'s module docs, step 1):
+/// fully when nothing else is queued, briefly when other tasks are, so every worker is busy.
+/// (A handle's wait is always brief: looking at the queues costs every `*_async` submission,
+/// waited on or not, a read of lines the workers write.)
 fn spin<R, E>(shared: &Shared<R, E>) -> Spin {
     if shared.queues.has_work() {
         Spin::Brief
