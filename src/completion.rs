@@ -177,7 +177,6 @@ impl<T, E> Slot<T, E> {
     }
 
     /// Consumer: the task has not started (nor been cancelled).
-    #[cfg(not(loom))]
     fn is_queued(&self) -> bool {
         self.state.load(Ordering::Relaxed) == PENDING
     }
@@ -529,9 +528,12 @@ impl<T, E> TaskHandle<T, E> {
         }
     }
 
-    /// Step 1 of a blocking wait: spins as [`Spin`] says. The outcome, if it came.
-    #[cfg(not(loom))]
+    /// Step 1 of a blocking wait: spins as [`Spin`] says. The outcome, if it came. Under loom
+    /// a spin only multiplies interleavings: straight to the blocking path.
     fn spin(&self) -> Option<Result<T, TaskError<E>>> {
+        if cfg!(loom) {
+            return None;
+        }
         let slot = self.slot();
         if self.spin == Spin::Full {
             let backoff = Backoff::with_max_pauses(WAIT_PAUSES);
@@ -561,12 +563,6 @@ impl<T, E> TaskHandle<T, E> {
             }
             spent += WAIT_PAUSES;
         }
-    }
-
-    /// Under loom a spin only multiplies interleavings: straight to the blocking path.
-    #[cfg(loom)]
-    fn spin(&self) -> Option<Result<T, TaskError<E>>> {
-        None
     }
 }
 
