@@ -24,6 +24,9 @@
 //! - After writing `READY` the producer calls `waker.wake()`. The consumer registers its waker
 //!   *before* re-checking `state`; `AtomicWaker` guarantees that a wake racing a register is
 //!   not lost (either the wake sees the new waker, or the re-check sees `READY`).
+//! - `parked` is written only by the consumer (a blocking wait, before it registers its
+//!   waker) and read only by the producer (after its `wake`); it decides nothing about the
+//!   outcome (see below).
 //!
 //! # A blocking wait, and how its caller gets a CPU back
 //!
