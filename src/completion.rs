@@ -31,17 +31,18 @@
 //! # A blocking wait, and how its caller gets a CPU back
 //!
 //! [`TaskHandle::wait`] (and every blocking `queue_task*`, which waits on a handle):
-//! 1. *Spin* ([`Spin`]). A blocking submission that found nothing else queued (`Full`): a
-//!    worker takes the task at once; poll for ~4 µs, then yield a few times (an idle round
-//!    trip is ~0.3 µs; a futex sleep and wake costs 4–47 µs, DESIGN.md §5). A blocking
-//!    submission that found other tasks queued, so every worker was busy, and every handle
-//!    (`Brief`; a handle's submission does not look at the queues, which would cost every
-//!    `*_async` submission): poll for ~1 µs while the task is still queued (~4 µs once it
-//!    has started) and never `yield_now`. On a machine whose cores are all held by pinned
-//!    busy workers, a yield hands the caller's CPU to the worker there, and the kernel
-//!    (EEVDF) gives it back only when that worker's slice ends, milliseconds later; a longer
-//!    spin takes a CPU from a worker and makes the caller use up its fair share, so it waits
-//!    for a slice later instead.
+//! 1. *Spin*: poll the slot with `spin_loop` hints, up to ~4 µs (an idle round trip is
+//!    ~0.3 µs; a futex sleep and wake costs 4–47 µs, DESIGN.md §5), except:
+//!    - (1b) when after ~1 µs the task is still queued, and other tasks are queued too, every
+//!      worker is busy: park now. Never `yield_now`, never spin on: on a machine whose cores
+//!      are all held by pinned busy workers, a yield hands the caller's CPU to the worker
+//!      there, and the kernel (EEVDF) gives it back only when that worker's slice ends,
+//!      milliseconds later; a longer spin takes a CPU from a worker and makes the caller use
+//!      up its fair share, so it waits for a slice later instead. A blocking submission looks
+//!      at the queues then (only then: the look reads lines the workers write, ~0.1 µs of an
+//!      idle round trip); a handle does not know its manager's queues and parks.
+//!    - (1c) after the full spin, a blocking submission yields a few times before it parks, as
+//!      a worker's search does.
 //! 2. *Park*: store `parked = true`, then register the thread's waker, re-check, park (the
 //!    re-check and the wake-up are the slot protocol's above).
 //! 3. The worker's fill: `READY`, `waker.wake()`, then it reads `parked`: `true` means it
@@ -82,21 +83,22 @@ use crate::error::TaskError;
 use crate::observe::{Observer, Site};
 use crate::sync::thread::{self, Thread};
 use crate::sync::{
-    Arc, AtomicBool, AtomicU32, AtomicWaker, Backoff, Ordering, StdArc, StdAtomicUsize, UnsafeCell,
+    Arc, AtomicBool, AtomicU32, AtomicWaker, Ordering, StdArc, StdAtomicUsize, UnsafeCell,
 };
 use crate::unwind::{self, PanicMessage};
 
-/// A blocking wait polls its slot with (at most) this many `spin_loop` hints in between (one
-/// poll reads one word the worker writes once): the outcome is seen within ~60 ns of its
-/// arrival while the wait spins (see [`Backoff`] for what a hint costs).
+/// A blocking wait polls its slot with this many `spin_loop` hints in between (one poll reads
+/// one word the worker writes once): the outcome is seen within ~60 ns of its arrival while
+/// the wait spins (see [`Backoff`](crate::sync::Backoff) for what a hint costs).
 const WAIT_PAUSES: u32 = 2;
-/// `spin_loop` hints a [`Spin::Brief`] wait spends before it parks while its task is still
-/// queued (~1 µs): a caller behind busy workers gives its CPU back to them at once (see the
-/// module docs).
+/// `spin_loop` hints after which a wait whose task is still queued behind busy workers parks
+/// (~1 µs; step 1b in the module docs).
 const WAIT_SPIN_QUEUED: u32 = 32;
-/// `spin_loop` hints a [`Spin::Brief`] wait spends before it parks once its task has started
-/// (~4 µs, as a [`Spin::Full`] one): a short task's answer is then near.
-const WAIT_SPIN_RUNNING: u32 = 128;
+/// `spin_loop` hints a blocking wait spends before it parks (or yields first, step 1c): ~4
+/// µs, a worker's own search budget (`sync::SPIN_BUDGET`).
+const WAIT_SPIN: u32 = 128;
+/// `yield_now` calls of step 1c, as a worker's search makes (`sync::YIELDS`).
+const WAIT_YIELDS: u32 = 4;
 
 const PENDING: u32 = 0;
 const CLAIMED: u32 = 1;
@@ -303,20 +305,6 @@ pub struct TaskHandle<T, E> {
     /// The slot, inside the allocation it shares with its task (a [`TaskCell`](crate::task)
     /// whose port is a [`Slot`]).
     cell: Arc<dyn AsSlot<T, E>>,
-    /// How a blocking wait spins before it parks (step 1 in the module docs).
-    spin: Spin,
-}
-
-/// How a blocking wait spins before it parks (step 1 in the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Spin {
-    /// A blocking submission that found nothing else queued: a worker takes the task at
-    /// once. Poll for ~4 µs, then yield a few times, as [`Backoff`] does.
-    Full,
-    /// A blocking submission that found other tasks queued (so every worker was busy), and
-    /// every handle: poll for ~1 µs while the task is still queued (~4 µs once it has
-    /// started), never yield, then park.
-    Brief,
 }
 
 /// Gives the handle its slot, wherever the slot lives, and its cancel.
@@ -345,16 +333,7 @@ impl<T: Send, E: Send> AsSlot<T, E> for Slot<T, E> {
 
 impl<T, E> TaskHandle<T, E> {
     pub(crate) fn new(cell: Arc<dyn AsSlot<T, E>>) -> Self {
-        TaskHandle {
-            cell,
-            spin: Spin::Brief,
-        }
-    }
-
-    /// Sets how a blocking wait spins before it parks.
-    pub(crate) fn with_spin(mut self, spin: Spin) -> Self {
-        self.spin = spin;
-        self
+        TaskHandle { cell }
     }
 
     #[inline]
@@ -461,7 +440,7 @@ impl<T, E> TaskHandle<T, E> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait(self) -> Result<T, TaskError<E>> {
-        match self.wait_until(None) {
+        match self.wait_until(None, None) {
             Ok(outcome) => outcome,
             Err(_) => unreachable!("a wait without deadline returns an outcome"),
         }
@@ -498,16 +477,29 @@ impl<T, E> TaskHandle<T, E> {
     /// ```
     pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, TaskError<E>>, Self> {
         // A timeout too large for `Instant` means "no deadline".
-        self.wait_until(Instant::now().checked_add(timeout))
+        self.wait_until(Instant::now().checked_add(timeout), None)
     }
 
-    fn wait_until(self, deadline: Option<Instant>) -> Result<Result<T, TaskError<E>>, Self> {
+    /// A blocking submission's wait (`submit`): `backlog` tells whether other tasks are
+    /// queued (step 1 in the module docs).
+    pub(crate) fn wait_for_submitted(self, backlog: &dyn Fn() -> bool) -> Result<T, TaskError<E>> {
+        match self.wait_until(None, Some(backlog)) {
+            Ok(outcome) => outcome,
+            Err(_) => unreachable!("a wait without deadline returns an outcome"),
+        }
+    }
+
+    fn wait_until(
+        self,
+        deadline: Option<Instant>,
+        backlog: Option<&dyn Fn() -> bool>,
+    ) -> Result<Result<T, TaskError<E>>, Self> {
         let owner = self.cell.owner();
         if owner != 0 && crate::shared::current_manager() == owner && self.cell.cancel() {
             return Ok(Err(TaskError::WouldDeadlock));
         }
         // Step 1.
-        if let Some(outcome) = self.spin() {
+        if let Some(outcome) = self.spin(backlog) {
             return Ok(outcome);
         }
         // Step 2: say so before registering (the order the hint relies on, see module docs).
@@ -531,41 +523,43 @@ impl<T, E> TaskHandle<T, E> {
         }
     }
 
-    /// Step 1 of a blocking wait: spins as [`Spin`] says. The outcome, if it came. Under loom
-    /// a spin only multiplies interleavings: straight to the blocking path.
-    fn spin(&self) -> Option<Result<T, TaskError<E>>> {
+    /// Step 1 of a blocking wait: polls the slot, `WAIT_PAUSES` `spin_loop` hints apart. The
+    /// outcome, if it came. `backlog`: a blocking submission's look at the queues (`None`
+    /// for a handle). Under loom a spin only multiplies interleavings: straight to the
+    /// blocking path.
+    fn spin(&self, backlog: Option<&dyn Fn() -> bool>) -> Option<Result<T, TaskError<E>>> {
         if cfg!(loom) {
             return None;
         }
         let slot = self.slot();
-        if self.spin == Spin::Full {
-            let backoff = Backoff::with_max_pauses(WAIT_PAUSES);
-            while !backoff.is_completed() {
-                if let Some(outcome) = slot.try_take() {
-                    return Some(outcome);
-                }
-                backoff.snooze();
-            }
-            return None;
-        }
         let mut spent = 0;
         loop {
             if let Some(outcome) = slot.try_take() {
                 return Some(outcome);
             }
-            let budget = if slot.is_queued() {
-                WAIT_SPIN_QUEUED
-            } else {
-                WAIT_SPIN_RUNNING
-            };
-            if spent >= budget {
+            // Step 1b: still queued after ~1 µs, behind busy workers: park.
+            if spent == WAIT_SPIN_QUEUED && slot.is_queued() && backlog.is_none_or(|busy| busy()) {
                 return None;
+            }
+            if spent >= WAIT_SPIN {
+                break;
             }
             for _ in 0..WAIT_PAUSES {
                 std::hint::spin_loop();
             }
             spent += WAIT_PAUSES;
         }
+        // Step 1c: a blocking submission on a pool that was not busy gives its CPU away a few
+        // times before it parks, as a worker's search does (see `sync::Backoff`).
+        if backlog.is_some() {
+            for _ in 0..WAIT_YIELDS {
+                thread::yield_now();
+                if let Some(outcome) = slot.try_take() {
+                    return Some(outcome);
+                }
+            }
+        }
+        None
     }
 }
 
@@ -784,13 +778,13 @@ mod tests {
 
     /// A wait that found no outcome in its spin parks, saying so first; the fill that wakes
     /// it reports it (the worker's cue to yield its CPU), and the wait gets the one outcome.
-    /// Both spins end the same way.
+    /// Whether a backlog cut the spin short or not.
     #[test]
     fn a_parked_wait_gets_its_outcome_and_the_fill_says_it_woke_it() {
-        for spin in [Spin::Brief, Spin::Full] {
+        for backlog in [false, true] {
             let slot = Arc::new(Slot::<Vec<u8>, ()>::new());
-            let handle = TaskHandle::new(slot.clone()).with_spin(spin);
-            let waiter = thread::spawn(move || handle.wait());
+            let handle = TaskHandle::new(slot.clone());
+            let waiter = thread::spawn(move || handle.wait_for_submitted(&|| backlog));
             while !slot.parked.load(Ordering::Relaxed) {
                 thread::yield_now();
             }
@@ -806,21 +800,25 @@ mod tests {
     /// worker yields only for a caller that was parked.
     #[test]
     fn a_fill_before_the_wait_wakes_nobody() {
-        for spin in [Spin::Brief, Spin::Full] {
+        for backlog in [None, Some(false), Some(true)] {
             let slot = Arc::new(Slot::<u8, ()>::new());
-            let handle = TaskHandle::new(slot.clone()).with_spin(spin);
+            let handle = TaskHandle::new(slot.clone());
             assert!(!slot.fill(Ok(3)));
-            assert_eq!(handle.wait(), Ok(3));
+            let outcome = match backlog {
+                None => handle.wait(),
+                Some(backlog) => handle.wait_for_submitted(&move || backlog),
+            };
+            assert_eq!(outcome, Ok(3));
             assert!(!slot.parked.load(Ordering::Relaxed));
         }
     }
 
-    /// A brief wait that times out after parking gives its handle back, and the next wait
+    /// A wait that times out after parking gives its handle back, and the next wait
     /// still gets the one outcome.
     #[test]
-    fn a_brief_wait_that_timed_out_waits_again() {
+    fn a_wait_that_timed_out_after_parking_waits_again() {
         let slot = Arc::new(Slot::<u8, ()>::new());
-        let handle = TaskHandle::new(slot.clone()).with_spin(Spin::Brief);
+        let handle = TaskHandle::new(slot.clone());
         let handle = handle
             .wait_timeout(Duration::from_millis(1))
             .expect_err("nothing filled the slot");

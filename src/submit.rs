@@ -17,10 +17,9 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::completion::{Spin, TaskHandle};
+use crate::completion::TaskHandle;
 use crate::error::TaskError;
 use crate::manager::TaskManager;
-use crate::shared::Shared;
 use crate::task::{self, Body, Deadline, Many, Once, TaskContext};
 
 /// One submission being configured: made by [`TaskManager::task`] (a re-runnable `FnMut`
@@ -332,9 +331,10 @@ where
         None => task::with_handle(body, priority, now, room, owner),
         Some(at) => task::with_handle(Deadline { body, at }, priority, now, room, owner),
     };
-    let handle = handle.with_spin(spin(shared));
     manager.enqueue(job, priority, true, deadline);
-    handle.wait()
+    // Asked only if the task is still queued after ~1 µs (see `completion`'s module docs):
+    // are other tasks queued besides it?
+    handle.wait_for_submitted(&|| shared.queues.priority_len() + shared.queues.normal_len() > 1)
 }
 
 fn handle<R, E, T, B>(
@@ -358,18 +358,6 @@ where
     };
     manager.enqueue(job, priority, false, deadline);
     handle
-}
-
-/// How a blocking submission's wait should spin (see `completion`'s module docs, step 1):
-/// fully when nothing else is queued, briefly when other tasks are, so every worker is busy.
-/// (A handle's wait is always brief: looking at the queues costs every `*_async` submission,
-/// waited on or not, a read of lines the workers write.)
-fn spin<R, E>(shared: &Shared<R, E>) -> Spin {
-    if shared.queues.has_work() {
-        Spin::Brief
-    } else {
-        Spin::Full
-    }
 }
 
 fn callback<R, E, T, B, C>(
