@@ -63,13 +63,17 @@
 //! is the slot protocol's, unchanged. A future (`.await`) never sets it.
 //!
 //! Measured (`benches/priority.rs`, group `priority_blocking`: a blocking priority call
-//! behind 20,000 queued 20 µs tasks on 2 pinned workers; full runs of 133k calls, on this
-//! 2-core machine while other builds ran, load average 8-15). Submit to answer, p50 / p99 /
-//! p99.9: yielding in the spin, as before: 6-8 ms / 17-20 ms / 24-83 ms. Steps 1-2 (a 1 µs
-//! spin without yields, then park): 5.3 µs / 41 µs / 3.9 ms; the parked caller still waits
-//! now and then for a busy worker's slice to end. With step 4: 5.6 µs / 46 µs / 78 µs. Longer
-//! spins behind the backlog were worse: 4 µs 8.5 µs / 49 µs / 3.9 ms; 10 µs 13 µs / 52-96
-//! µs; 100 µs 14 µs / 0.9-2.2 ms.
+//! behind 20,000 queued 20 µs tasks on 2 pinned workers; full runs of ~133k calls on this
+//! 2-core machine while other sessions' builds ran, load average 5-15). Submit to answer,
+//! p50 / p99 / p99.9. Before (a ~4 µs spin, then 4 yields, then park): 4-8 ms / 12-64 ms /
+//! 14-324 ms. Steps 1-2 alone (a 1 µs spin without yields, then park): 5.3 µs / 41 µs / 3.9
+//! ms: the parked caller still waits now and then for a busy worker's slice to end. All four
+//! steps: 3.9-5.3 µs / 43-53 µs / 70-235 µs, for `wait()` on a handle alike. Longer spins
+//! behind the backlog were worse: 4 µs 8.5 µs / 49 µs / 3.9 ms; 10 µs 13 µs / 52-96 µs;
+//! 100 µs 14 µs / 0.9-2.2 ms. The idle round trip (`benches/latency.rs`, `latency_runs`)
+//! kept its figures (median p50 1.19 µs against 1.25 µs before, on the same loaded machine);
+//! looking at the queues at every blocking submission instead of only at step 1b cost it
+//! ~0.1 µs.
 
 use std::fmt;
 use std::future::Future;
@@ -811,6 +815,47 @@ mod tests {
             assert_eq!(outcome, Ok(3));
             assert!(!slot.parked.load(Ordering::Relaxed));
         }
+    }
+
+    /// A blocking submission's wait looks at the queues only while its task is still queued:
+    /// a started task is waited for (spin, then park) without a look.
+    #[test]
+    fn a_wait_for_a_started_task_never_looks_at_the_queues() {
+        let slot = Arc::new(Slot::<u8, ()>::new());
+        assert_eq!(slot.claim(), Claim::Held);
+        let handle = TaskHandle::new(slot.clone());
+        let waiter = thread::spawn(move || {
+            handle.wait_for_submitted(&|| panic!("looked at the queues for a started task"))
+        });
+        while !slot.parked.load(Ordering::Relaxed) {
+            thread::yield_now();
+        }
+        assert!(slot.fill(Ok(1)));
+        assert_eq!(waiter.join().unwrap(), Ok(1));
+    }
+
+    /// A blocking submission's wait whose task is still queued behind others looks once, and
+    /// parks (the fill that answers it says it woke it).
+    #[test]
+    fn a_wait_behind_a_backlog_looks_once_and_parks() {
+        let slot = Arc::new(Slot::<u8, ()>::new());
+        let handle = TaskHandle::new(slot.clone());
+        let looks = Arc::new(AtomicU32::new(0));
+        let waiter = {
+            let looks = looks.clone();
+            thread::spawn(move || {
+                handle.wait_for_submitted(&|| {
+                    looks.fetch_add(1, Ordering::Relaxed);
+                    true
+                })
+            })
+        };
+        while !slot.parked.load(Ordering::Relaxed) {
+            thread::yield_now();
+        }
+        assert!(slot.fill(Ok(2)));
+        assert_eq!(waiter.join().unwrap(), Ok(2));
+        assert_eq!(looks.load(Ordering::Relaxed), 1);
     }
 
     /// A wait that times out after parking gives its handle back, and the next wait
