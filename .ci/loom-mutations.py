@@ -40,6 +40,15 @@ MUTATIONS = [
         ["completion_slot_complete_vs_wait_vs_cancel_vs_drop"],
     ),
     (
+        "completion: a wait says it parks only after it registered its waker",
+        "src/completion.rs",
+        "        self.slot().parked.store(true, Ordering::Relaxed);\n"
+        "        THREAD_WAKER.with(|waker| self.slot().waker.register(waker));\n",
+        "        THREAD_WAKER.with(|waker| self.slot().waker.register(waker));\n"
+        "        self.slot().parked.store(true, Ordering::Relaxed);\n",
+        ["completion_slot_complete_vs_wait_vs_cancel_vs_drop"],
+    ),
+    (
         "task cell: a cancel drops the closure before it won the race with the claim",
         "src/task.rs",
         "    fn cancel(&self) -> bool {\n        if !self.port.cancel() {",

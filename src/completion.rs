@@ -24,6 +24,56 @@
 //! - After writing `READY` the producer calls `waker.wake()`. The consumer registers its waker
 //!   *before* re-checking `state`; `AtomicWaker` guarantees that a wake racing a register is
 //!   not lost (either the wake sees the new waker, or the re-check sees `READY`).
+//! - `parked` is written only by the consumer (a blocking wait, before it registers its
+//!   waker) and read only by the producer (after its `wake`); it decides nothing about the
+//!   outcome (see below).
+//!
+//! # A blocking wait, and how its caller gets a CPU back
+//!
+//! [`TaskHandle::wait`] (and every blocking `queue_task*`, which waits on a handle):
+//! 1. *Spin*: poll the slot with `spin_loop` hints, up to ~4 µs (an idle round trip is
+//!    ~0.3 µs; a futex sleep and wake costs 4–47 µs, DESIGN.md §5), except:
+//!    - (1b) when after ~1 µs the task is still queued, and other tasks are queued too, every
+//!      worker is busy: park now. Never `yield_now`, never spin on: on a machine whose cores
+//!      are all held by pinned busy workers, a yield hands the caller's CPU to the worker
+//!      there, and the kernel (EEVDF) gives it back only when that worker's slice ends,
+//!      milliseconds later; a longer spin takes a CPU from a worker and makes the caller use
+//!      up its fair share, so it waits for a slice later instead. A blocking submission looks
+//!      at the queues then (only then: the look reads lines the workers write, ~0.1 µs of an
+//!      idle round trip); a handle does not know its manager's queues and parks.
+//!    - (1c) after the full spin, a blocking submission yields a few times before it parks, as
+//!      a worker's search does.
+//! 2. *Park*: store `parked = true`, then register the thread's waker, re-check, park (the
+//!    re-check and the wake-up are the slot protocol's above).
+//! 3. The worker's fill: `READY`, `waker.wake()`, then it reads `parked`: `true` means it
+//!    just woke a parked caller, and it says so ([`Caught::woke_a_waiter`]).
+//! 4. That worker bumps the process-wide [`WAITERS_WOKEN`] epoch. Every worker reads the
+//!    epoch between two tasks (one load of a line written only at such a wake-up, never per
+//!    task) and, when it moved, yields its CPU once ([`WokenWaiters::yield_if_woken`]). The
+//!    woken caller is queued on one of the CPUs; the worker pinned there yields to it right
+//!    after its current task, instead of running on to the end of its slice. A yield on a
+//!    CPU where nobody waits returns at once.
+//!
+//! Why the fill sees `parked` when it matters: if the caller blocks in step 2's park, its
+//! re-check found no outcome, so (by `AtomicWaker`'s guarantee) the fill's `wake` read the
+//! waker the caller's `register` published, with `AcqRel` on the waker's word; the caller's
+//! `parked = true` is sequenced before that `register`, so it happens before the fill's read
+//! of `parked`. A `parked` seen by a fill whose caller never blocked costs one spare yield per
+//! worker. Either way `parked` is a hint for the CPU, never for the outcome: the wake-up itself
+//! is the slot protocol's, unchanged. A future (`.await`) never sets it.
+//!
+//! Measured (`benches/priority.rs`, group `priority_blocking`: a blocking priority call
+//! behind 20,000 queued 20 µs tasks on 2 pinned workers; full runs of ~133k calls on this
+//! 2-core machine while other sessions' builds ran, load average 5-15). Submit to answer,
+//! p50 / p99 / p99.9. Before (a ~4 µs spin, then 4 yields, then park): 4-8 ms / 12-64 ms /
+//! 14-324 ms. Steps 1-2 alone (a 1 µs spin without yields, then park): 5.3 µs / 41 µs / 3.9
+//! ms: the parked caller still waits now and then for a busy worker's slice to end. All four
+//! steps: 3.9-5.3 µs / 43-53 µs / 70-235 µs, for `wait()` on a handle alike. Longer spins
+//! behind the backlog were worse: 4 µs 8.5 µs / 49 µs / 3.9 ms; 10 µs 13 µs / 52-96 µs;
+//! 100 µs 14 µs / 0.9-2.2 ms. The idle round trip (`benches/latency.rs`, `latency_runs`)
+//! kept its figures (15 runs each, alternated, medians: p50 1.28 µs / p99 8.6 µs against
+//! 1.27 / 9.1 µs before, on the same loaded machine); looking at the queues at every blocking
+//! submission instead of only at step 1b cost it ~0.1 µs.
 
 use std::fmt;
 use std::future::Future;
@@ -31,16 +81,28 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
+
 use crate::error::TaskError;
 use crate::observe::{Observer, Site};
 use crate::sync::thread::{self, Thread};
-use crate::sync::{Arc, AtomicU32, AtomicWaker, Backoff, Ordering, StdArc, UnsafeCell};
+use crate::sync::{
+    Arc, AtomicBool, AtomicU32, AtomicWaker, Ordering, StdArc, StdAtomicUsize, UnsafeCell,
+};
 use crate::unwind::{self, PanicMessage};
 
-/// A blocking wait polls its slot with at most this many `spin_loop` hints in between (one
-/// poll reads one word the worker writes once): the outcome is seen within ~60 ns of its
-/// arrival while the wait spins (see [`Backoff`]).
-const WAIT_MAX_PAUSES: u32 = 2;
+/// A blocking wait polls its slot with this many `spin_loop` hints in between (one poll reads
+/// one word the worker writes once): the outcome is seen within ~60 ns of its arrival while
+/// the wait spins (see [`Backoff`](crate::sync::Backoff) for what a hint costs).
+const WAIT_PAUSES: u32 = 2;
+/// `spin_loop` hints after which a wait whose task is still queued behind busy workers parks
+/// (~1 µs; step 1b in the module docs).
+const WAIT_SPIN_QUEUED: u32 = 32;
+/// `spin_loop` hints a blocking wait spends before it parks (or yields first, step 1c): ~4
+/// µs, a worker's own search budget (`sync::SPIN_BUDGET`).
+const WAIT_SPIN: u32 = 128;
+/// `yield_now` calls of step 1c, as a worker's search makes (`sync::YIELDS`).
+const WAIT_YIELDS: u32 = 4;
 
 const PENDING: u32 = 0;
 const CLAIMED: u32 = 1;
@@ -63,6 +125,9 @@ pub(crate) struct Slot<T, E> {
     state: AtomicU32,
     value: UnsafeCell<Option<Result<T, TaskError<E>>>>,
     waker: AtomicWaker,
+    /// Set by a blocking wait before it parks (after its spin): the fill that wakes it tells
+    /// its worker so (see "A parked waiter gets its CPU back" in the module docs).
+    parked: AtomicBool,
 }
 
 // SAFETY: (1) `value` is only accessed under the state protocol above, which gives the producer
@@ -80,6 +145,7 @@ impl<T, E> Slot<T, E> {
             state: AtomicU32::new(PENDING),
             value: UnsafeCell::new(None),
             waker: AtomicWaker::new(),
+            parked: AtomicBool::new(false),
         }
     }
 
@@ -95,10 +161,11 @@ impl<T, E> Slot<T, E> {
         }
     }
 
-    /// Producer: publishes the outcome. Does nothing if the consumer cancelled first.
-    pub(crate) fn fill(&self, outcome: Result<T, TaskError<E>>) {
+    /// Producer: publishes the outcome. Does nothing if the consumer cancelled first. True
+    /// when a blocking wait was parked (or about to park) on the slot: it was just woken.
+    pub(crate) fn fill(&self, outcome: Result<T, TaskError<E>>) -> bool {
         if self.claim() == Claim::Cancelled {
-            return;
+            return false;
         }
         self.value.with_mut(|value| {
             // SAFETY: the state is CLAIMED and only this producer could have set it; the
@@ -108,6 +175,7 @@ impl<T, E> Slot<T, E> {
         });
         self.state.store(READY, Ordering::Release);
         self.waker.wake();
+        self.parked.load(Ordering::Relaxed)
     }
 
     /// Consumer: `PENDING -> CANCELLED`. True when the task had not started and now never will.
@@ -115,6 +183,11 @@ impl<T, E> Slot<T, E> {
         self.state
             .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// Consumer: the task has not started (nor been cancelled).
+    fn is_queued(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == PENDING
     }
 
     pub(crate) fn is_finished(&self) -> bool {
@@ -148,6 +221,51 @@ impl<T, E> Slot<T, E> {
             _ => None,
         }
     }
+}
+
+/// Bumped by a worker each time it woke a parked blocking wait (step 4 in the module docs).
+/// Process-wide: the CPU the woken caller needs may be held by another manager's worker.
+/// A std atomic in every build: it orders nothing (a hint to yield), so loom need not
+/// interleave it.
+static WAITERS_WOKEN: CachePadded<StdAtomicUsize> = CachePadded::new(StdAtomicUsize::new(0));
+
+/// A worker's view of [`WAITERS_WOKEN`]: the epoch it last answered.
+pub(crate) struct WokenWaiters {
+    seen: usize,
+}
+
+impl WokenWaiters {
+    pub(crate) fn new() -> Self {
+        WokenWaiters {
+            seen: WAITERS_WOKEN.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Step 4: this worker just woke a parked blocking wait.
+    #[cold]
+    pub(crate) fn woke_one() {
+        WAITERS_WOKEN.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Step 4, between two tasks: yields the CPU once if a parked wait was woken since the
+    /// last look (the woken caller may be queued on this CPU). True when it yielded.
+    #[inline]
+    pub(crate) fn yield_if_woken(&mut self) -> bool {
+        let now = WAITERS_WOKEN.load(Ordering::Relaxed);
+        if now == self.seen {
+            return false;
+        }
+        self.seen = now;
+        yield_cpu();
+        true
+    }
+}
+
+/// Under loom a yield is no courtesy to anyone: no-op.
+#[inline]
+fn yield_cpu() {
+    #[cfg(not(loom))]
+    thread::yield_now();
 }
 
 /// Wakes a thread blocked in [`TaskHandle::wait`].
@@ -326,7 +444,7 @@ impl<T, E> TaskHandle<T, E> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait(self) -> Result<T, TaskError<E>> {
-        match self.wait_until(None) {
+        match self.wait_until(None, None) {
             Ok(outcome) => outcome,
             Err(_) => unreachable!("a wait without deadline returns an outcome"),
         }
@@ -363,21 +481,33 @@ impl<T, E> TaskHandle<T, E> {
     /// ```
     pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, TaskError<E>>, Self> {
         // A timeout too large for `Instant` means "no deadline".
-        self.wait_until(Instant::now().checked_add(timeout))
+        self.wait_until(Instant::now().checked_add(timeout), None)
     }
 
-    fn wait_until(self, deadline: Option<Instant>) -> Result<Result<T, TaskError<E>>, Self> {
+    /// A blocking submission's wait (`submit`): `backlog` tells whether other tasks are
+    /// queued (step 1 in the module docs).
+    pub(crate) fn wait_for_submitted(self, backlog: &dyn Fn() -> bool) -> Result<T, TaskError<E>> {
+        match self.wait_until(None, Some(backlog)) {
+            Ok(outcome) => outcome,
+            Err(_) => unreachable!("a wait without deadline returns an outcome"),
+        }
+    }
+
+    fn wait_until(
+        self,
+        deadline: Option<Instant>,
+        backlog: Option<&dyn Fn() -> bool>,
+    ) -> Result<Result<T, TaskError<E>>, Self> {
         let owner = self.cell.owner();
         if owner != 0 && crate::shared::current_manager() == owner && self.cell.cancel() {
             return Ok(Err(TaskError::WouldDeadlock));
         }
-        let backoff = Backoff::with_max_pauses(WAIT_MAX_PAUSES);
-        while !backoff.is_completed() {
-            if let Some(outcome) = self.slot().try_take() {
-                return Ok(outcome);
-            }
-            backoff.snooze();
+        // Step 1.
+        if let Some(outcome) = self.spin(backlog) {
+            return Ok(outcome);
         }
+        // Step 2: say so before registering (the order the hint relies on, see module docs).
+        self.slot().parked.store(true, Ordering::Relaxed);
         THREAD_WAKER.with(|waker| self.slot().waker.register(waker));
         loop {
             // Registered before this check: a fill after it wakes us (see module docs).
@@ -395,6 +525,45 @@ impl<T, E> TaskHandle<T, E> {
                 }
             }
         }
+    }
+
+    /// Step 1 of a blocking wait: polls the slot, `WAIT_PAUSES` `spin_loop` hints apart. The
+    /// outcome, if it came. `backlog`: a blocking submission's look at the queues (`None`
+    /// for a handle). Under loom a spin only multiplies interleavings: straight to the
+    /// blocking path.
+    fn spin(&self, backlog: Option<&dyn Fn() -> bool>) -> Option<Result<T, TaskError<E>>> {
+        if cfg!(loom) {
+            return None;
+        }
+        let slot = self.slot();
+        let mut spent = 0;
+        loop {
+            if let Some(outcome) = slot.try_take() {
+                return Some(outcome);
+            }
+            // Step 1b: still queued after ~1 µs, behind busy workers: park.
+            if spent == WAIT_SPIN_QUEUED && slot.is_queued() && backlog.is_none_or(|busy| busy()) {
+                return None;
+            }
+            if spent >= WAIT_SPIN {
+                break;
+            }
+            for _ in 0..WAIT_PAUSES {
+                std::hint::spin_loop();
+            }
+            spent += WAIT_PAUSES;
+        }
+        // Step 1c: a blocking submission on a pool that was not busy gives its CPU away a few
+        // times before it parks, as a worker's search does (see `sync::Backoff`).
+        if backlog.is_some() {
+            for _ in 0..WAIT_YIELDS {
+                thread::yield_now();
+                if let Some(outcome) = slot.try_take() {
+                    return Some(outcome);
+                }
+            }
+        }
+        None
     }
 }
 
@@ -427,15 +596,22 @@ impl<T, E> fmt::Debug for TaskHandle<T, E> {
 /// go: a callback, or the `Drop` of a closure, of a value nobody will read, of an error. Each
 /// with where it happened. They never change the outcome; the worker reports each one
 /// ([`Observer::caught`]), which logs and counts it. No allocation unless something panicked.
+/// Also whether the hand-over woke a parked blocking wait (step 3 in the module docs).
 #[must_use = "caught panics must be reported"]
 #[derive(Debug, Default)]
-pub(crate) struct Caught(Vec<(Site, PanicMessage)>);
+pub(crate) struct Caught(Vec<(Site, PanicMessage)>, bool);
 
 impl Caught {
     /// Nothing panicked.
     #[inline]
     pub(crate) fn nothing() -> Self {
-        Caught(Vec::new())
+        Caught(Vec::new(), false)
+    }
+
+    /// Handing over woke a parked blocking wait (see the module docs, step 3).
+    #[inline]
+    pub(crate) fn woke_a_waiter(&self) -> bool {
+        self.1
     }
 
     /// Keeps `result`'s panic, if any, with its site.
@@ -450,6 +626,7 @@ impl Caught {
     #[inline]
     pub(crate) fn and(mut self, other: Caught) -> Caught {
         self.0.extend(other.0);
+        self.1 |= other.1;
         self
     }
 
@@ -512,8 +689,8 @@ impl<T: Send, E: Send> Port<T, E> for Slot<T, E> {
             );
             caught
         } else {
-            self.fill(outcome);
-            Caught::nothing()
+            let woke = self.fill(outcome);
+            Caught(Vec::new(), woke)
         }
     }
 }
@@ -601,6 +778,108 @@ mod tests {
             assert_eq!(handle.wait(), Ok(vec![1, 2, 3]));
             producer.join().unwrap();
         }
+    }
+
+    /// A wait that found no outcome in its spin parks, saying so first; the fill that wakes
+    /// it reports it (the worker's cue to yield its CPU), and the wait gets the one outcome.
+    /// Whether a backlog cut the spin short or not.
+    #[test]
+    fn a_parked_wait_gets_its_outcome_and_the_fill_says_it_woke_it() {
+        for backlog in [false, true] {
+            let slot = Arc::new(Slot::<Vec<u8>, ()>::new());
+            let handle = TaskHandle::new(slot.clone());
+            let waiter = thread::spawn(move || handle.wait_for_submitted(&|| backlog));
+            while !slot.parked.load(Ordering::Relaxed) {
+                thread::yield_now();
+            }
+            assert!(
+                slot.fill(Ok(vec![4, 2])),
+                "the fill reports the parked wait"
+            );
+            assert_eq!(waiter.join().unwrap(), Ok(vec![4, 2]));
+        }
+    }
+
+    /// A wait whose outcome came first never parks, and its fill reports nobody woken: a
+    /// worker yields only for a caller that was parked.
+    #[test]
+    fn a_fill_before_the_wait_wakes_nobody() {
+        for backlog in [None, Some(false), Some(true)] {
+            let slot = Arc::new(Slot::<u8, ()>::new());
+            let handle = TaskHandle::new(slot.clone());
+            assert!(!slot.fill(Ok(3)));
+            let outcome = match backlog {
+                None => handle.wait(),
+                Some(backlog) => handle.wait_for_submitted(&move || backlog),
+            };
+            assert_eq!(outcome, Ok(3));
+            assert!(!slot.parked.load(Ordering::Relaxed));
+        }
+    }
+
+    /// A blocking submission's wait looks at the queues only while its task is still queued:
+    /// a started task is waited for (spin, then park) without a look.
+    #[test]
+    fn a_wait_for_a_started_task_never_looks_at_the_queues() {
+        let slot = Arc::new(Slot::<u8, ()>::new());
+        assert_eq!(slot.claim(), Claim::Held);
+        let handle = TaskHandle::new(slot.clone());
+        let waiter = thread::spawn(move || {
+            handle.wait_for_submitted(&|| panic!("looked at the queues for a started task"))
+        });
+        while !slot.parked.load(Ordering::Relaxed) {
+            thread::yield_now();
+        }
+        assert!(slot.fill(Ok(1)));
+        assert_eq!(waiter.join().unwrap(), Ok(1));
+    }
+
+    /// A blocking submission's wait whose task is still queued behind others looks once, and
+    /// parks (the fill that answers it says it woke it).
+    #[test]
+    fn a_wait_behind_a_backlog_looks_once_and_parks() {
+        let slot = Arc::new(Slot::<u8, ()>::new());
+        let handle = TaskHandle::new(slot.clone());
+        let looks = Arc::new(AtomicU32::new(0));
+        let waiter = {
+            let looks = looks.clone();
+            thread::spawn(move || {
+                handle.wait_for_submitted(&|| {
+                    looks.fetch_add(1, Ordering::Relaxed);
+                    true
+                })
+            })
+        };
+        while !slot.parked.load(Ordering::Relaxed) {
+            thread::yield_now();
+        }
+        assert!(slot.fill(Ok(2)));
+        assert_eq!(waiter.join().unwrap(), Ok(2));
+        assert_eq!(looks.load(Ordering::Relaxed), 1);
+    }
+
+    /// A wait that times out after parking gives its handle back, and the next wait
+    /// still gets the one outcome.
+    #[test]
+    fn a_wait_that_timed_out_after_parking_waits_again() {
+        let slot = Arc::new(Slot::<u8, ()>::new());
+        let handle = TaskHandle::new(slot.clone());
+        let handle = handle
+            .wait_timeout(Duration::from_millis(1))
+            .expect_err("nothing filled the slot");
+        assert!(slot.parked.load(Ordering::Relaxed));
+        let waiter = thread::spawn(move || handle.wait());
+        slot.fill(Ok(9));
+        assert_eq!(waiter.join().unwrap(), Ok(9));
+    }
+
+    /// A worker yields after a parked caller was woken since its last look. (The epoch is
+    /// process-wide and other tests' workers bump it too: only "it yields" is certain here.)
+    #[test]
+    fn a_worker_yields_after_a_waiter_was_woken() {
+        let mut worker = WokenWaiters::new();
+        WokenWaiters::woke_one();
+        assert!(worker.yield_if_woken());
     }
 
     #[test]

@@ -24,6 +24,12 @@
 //! 6. Every delivered outcome gives its ticket back to the lifecycle, and is recorded once in
 //!    the worker's tally and (when set) the collector.
 //!
+//! # A woken caller
+//!
+//! Between two tasks the worker looks whether a caller parked on its answer was woken since
+//! its last look (by any worker), and if so yields its CPU once: the caller may be queued on
+//! this CPU behind this pinned, busy worker (see `completion`'s module docs, step 4).
+//!
 //! # Time
 //!
 //! The worker reads the clock once per task when busy: the read that ends one task also
@@ -44,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use crate::attempt::{self, Ran};
 use crate::clock::Stamp;
-use crate::completion::{Claim, Delivered};
+use crate::completion::{Claim, Delivered, WokenWaiters};
 use crate::error::TaskError;
 use crate::metrics::collector::TaskOutcome;
 use crate::metrics::recorder::LocalRecorder;
@@ -136,6 +142,7 @@ pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
         last_clock: None,
         picks: 0,
         burst: init.burst,
+        waiters: WokenWaiters::new(),
         shared: &shared,
     };
     if let Some(r) = resource {
@@ -173,6 +180,8 @@ struct WorkerLoop<'a, R, E> {
     burst: bool,
     /// Searches begun, for the injector-first turn (see `scheduler::INJECTOR_INTERVAL`).
     picks: u32,
+    /// The last parked-caller wake-up this worker yielded for.
+    waiters: WokenWaiters,
 }
 
 /// Why the worker loop returned.
@@ -237,6 +246,11 @@ impl<R, E> WorkerLoop<'_, R, E> {
                 if self.park_requested() {
                     return RunEnd::Park;
                 }
+            }
+            // A caller parked on its answer was woken since the last task: it may be queued
+            // on this CPU (see `completion`'s module docs, step 4).
+            if self.waiters.yield_if_woken() {
+                self.last_clock = None;
             }
             // Here the worker holds a resource, or the manager is being killed (tasks are then
             // resolved without one).
@@ -406,6 +420,9 @@ impl<R, E> WorkerLoop<'_, R, E> {
     /// over and the task let go.
     #[inline]
     fn ended(&self, end: TaskEnd, delivered: Delivered) {
+        if delivered.woke_a_waiter() {
+            WokenWaiters::woke_one();
+        }
         self.observe(Event::Ended(end));
         delivered.report(&self.shared.observer());
     }

@@ -78,11 +78,17 @@ enum Consumer {
 /// exactly once.
 ///
 /// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 8 scenarios (2 producers x 4 consumers);
-/// per producer: wait 119 executions, poll 721, cancel then wait 62, drop 4; 1 812 in all,
-/// 0.2 s.
+/// run: wait 179 executions, poll 622, cancel then wait 63, drop 4; kill: 217, 786, 73, 4;
+/// 1 948 in all, 0.1 s.
+///
+/// Also checked: a blocking wait that parked was woken by a fill that said so
+/// (`Caught::woke_a_waiter`, the worker's cue to yield its CPU, see `completion`'s module
+/// docs, steps 2-4), and a future or a dropped handle never makes a fill say so.
 ///
 /// It bites: with `fill` storing `READY` `Relaxed` instead of `Release`, loom reports the
-/// consumer's read of the value racing the producer's write.
+/// consumer's read of the value racing the producer's write. With the wait storing `parked`
+/// after it registers its waker instead of before, the fill that wakes a parked wait can miss
+/// it.
 pub fn completion_slot_complete_vs_wait_vs_cancel_vs_drop() {
     for producer in [Producer::Run, Producer::Kill] {
         for consumer in [
@@ -116,22 +122,28 @@ fn completion_case(producer: Producer, consumer: Consumer) {
             0,
         )
     };
+    // The worker's side returns whether handing over said it woke a parked wait.
     let worker = thread::spawn(move || match job.claim() {
         // `resolve_unrun` for a cancelled task: the cell is let go, the slot keeps `Cancelled`.
-        Claim::Cancelled => assert!(job.release().is_empty()),
+        Claim::Cancelled => {
+            let released = job.release();
+            assert!(released.is_empty() && !released.woke_a_waiter());
+            false
+        }
         Claim::Held => match producer {
             Producer::Run => {
                 assert_eq!(job.begin_attempt(), 1);
                 let mut ctx = TaskContext::new(Arc::new(AtomicBool::new(false)));
                 ctx.set_attempt(1);
-                assert!(matches!(job.run(&mut (), &ctx), Ok(ref c) if c.is_empty()));
+                let delivered = job.run(&mut (), &ctx);
+                assert!(matches!(delivered, Ok(ref c) if c.is_empty()));
                 assert!(job.release().is_empty());
+                delivered.is_ok_and(|c| c.woke_a_waiter())
             }
-            Producer::Kill => {
-                let _ = job.fail(TaskError::Killed);
-            }
+            Producer::Kill => job.fail(TaskError::Killed).woke_a_waiter(),
         },
     });
+    let parks_before = thread::parks();
     let (cancelled, outcome) = match consumer {
         Consumer::Wait => (false, Some(handle.wait())),
         Consumer::Poll => (false, Some(loom::future::block_on(handle))),
@@ -144,7 +156,17 @@ fn completion_case(producer: Producer, consumer: Consumer) {
             (false, None)
         }
     };
-    worker.join().unwrap();
+    let parked = thread::parks() > parks_before;
+    let woke = worker.join().unwrap();
+    if parked && matches!(consumer, Consumer::Wait | Consumer::CancelThenWait) {
+        assert!(
+            woke,
+            "a blocking wait parked, and the fill that woke it did not say so"
+        );
+    }
+    if matches!(consumer, Consumer::Poll | Consumer::Drop) {
+        assert!(!woke, "only a blocking wait parks on the slot");
+    }
     let ran = ran.load(Ordering::Relaxed);
     assert!(ran <= 1);
     if cancelled {
@@ -185,7 +207,7 @@ fn completion_case(producer: Producer, consumer: Consumer) {
 /// never ran), `Ok` after exactly one run otherwise. Then `stop`, and nothing is pending (a
 /// cancelled task still gives its admission ticket back, or `stop` would wait forever).
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 1 585 executions, 0.1 s.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 2 227 executions, 0.1 s.
 pub fn cancel_racing_the_worker_claim_answers_once() {
     explore("cancel vs the real worker's claim", || {
         let manager = manager(1, 0, None);
