@@ -3,7 +3,7 @@
 //!
 //! # The slot protocol
 //!
-//! A [`Slot`] is shared (`Arc`) by the task cell in the queue (the *producer*) and the
+//! A [`Slot`] is shared (the cell's two owners, `cells::Shared`) by the task cell in the queue (the *producer*) and the
 //! [`TaskHandle`] (the *consumer*). Its `state` word moves through:
 //!
 //! ```text
@@ -31,10 +31,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use crate::cells::Shared;
 use crate::error::TaskError;
 use crate::observe::{Observer, Site};
 use crate::sync::thread::{self, Thread};
-use crate::sync::{Arc, AtomicU32, AtomicWaker, Backoff, Ordering, StdArc, UnsafeCell};
+use crate::sync::{AtomicU32, AtomicWaker, Backoff, Ordering, StdArc, UnsafeCell};
 use crate::unwind::{self, PanicMessage};
 
 /// A blocking wait polls its slot with at most this many `spin_loop` hints in between (one
@@ -188,9 +189,9 @@ crate::sync::thread_local! {
 /// ```
 #[must_use = "a handle does nothing unless waited on; dropping it does not cancel the task"]
 pub struct TaskHandle<T, E> {
-    /// The slot, inside the allocation it shares with its task (a [`TaskCell`](crate::task)
-    /// whose port is a [`Slot`]).
-    cell: Arc<dyn AsSlot<T, E>>,
+    /// The slot, inside the cell it shares with its task (a [`TaskCell`](crate::task) whose
+    /// port is a [`Slot`]); the handle is one of the cell's two owners.
+    cell: Shared<dyn AsSlot<T, E>>,
 }
 
 /// Gives the handle its slot, wherever the slot lives, and its cancel.
@@ -218,7 +219,7 @@ impl<T: Send, E: Send> AsSlot<T, E> for Slot<T, E> {
 }
 
 impl<T, E> TaskHandle<T, E> {
-    pub(crate) fn new(cell: Arc<dyn AsSlot<T, E>>) -> Self {
+    pub(crate) fn new(cell: Shared<dyn AsSlot<T, E>>) -> Self {
         TaskHandle { cell }
     }
 
@@ -563,6 +564,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cells::unsize;
+
+    /// A handle on a bare slot, and the slot for the test to fill (its two owners).
+    fn handle_and_slot<T: Send + 'static, E: Send + 'static>() -> (TaskHandle<T, E>, Shared<Slot<T, E>>)
+    {
+        let (handle, slot) = Shared::pair(Slot::new());
+        (TaskHandle::new(unsize!(Shared, handle => dyn AsSlot<T, E>)), slot)
+    }
 
     #[test]
     fn fill_then_take() {
@@ -595,8 +604,7 @@ mod tests {
         // Miri runs this too (the `Slot` unsafe code): a few rounds are enough there.
         let rounds = if cfg!(miri) { 3 } else { 200 };
         for _ in 0..rounds {
-            let slot = Arc::new(Slot::<Vec<u8>, ()>::new());
-            let handle = TaskHandle::new(slot.clone());
+            let (handle, slot) = handle_and_slot::<Vec<u8>, ()>();
             let producer = thread::spawn(move || slot.fill(Ok(vec![1, 2, 3])));
             assert_eq!(handle.wait(), Ok(vec![1, 2, 3]));
             producer.join().unwrap();
@@ -605,8 +613,7 @@ mod tests {
 
     #[test]
     fn wait_timeout_gives_the_handle_back() {
-        let slot = Arc::new(Slot::<u8, ()>::new());
-        let handle = TaskHandle::new(slot.clone());
+        let (handle, slot) = handle_and_slot::<u8, ()>();
         let handle = handle
             .wait_timeout(Duration::from_millis(5))
             .expect_err("nothing filled the slot");
