@@ -142,6 +142,7 @@ const NUM_CLASSES: usize = CLASSES.len();
 
 /// The class whose blocks hold `layout`, if any.
 #[inline]
+#[cfg_attr(loom, allow(dead_code))] // loom's build passes every layout through
 fn class_of(layout: Layout) -> Option<usize> {
     if layout.align() > BLOCK_ALIGN {
         return None;
@@ -169,12 +170,19 @@ struct Free {
 
 const _: () = assert!(mem::size_of::<Free>() <= CLASSES[0] && mem::align_of::<Free>() <= BLOCK_ALIGN);
 
+/// Blocks allocated by [`fresh`] and not yet freed (the loom model checks that it comes
+/// back to zero: no block lost, none freed twice).
+#[cfg(loom)]
+pub(crate) static LIVE_BLOCKS: crate::sync::StdAtomicUsize = crate::sync::StdAtomicUsize::new(0);
+
 /// A fresh block of `class` from the global allocator (T4).
 #[cold]
-fn fresh(class: usize) -> NonNull<u8> {
+pub(crate) fn fresh(class: usize) -> NonNull<u8> {
     let layout = block_layout(class);
     // SAFETY: a class layout has a non-zero size.
     let block = unsafe { alloc::alloc(layout) };
+    #[cfg(loom)]
+    LIVE_BLOCKS.fetch_add(1, Ordering::Relaxed);
     NonNull::new(block).unwrap_or_else(|| alloc::handle_alloc_error(layout))
 }
 
@@ -184,6 +192,11 @@ fn fresh(class: usize) -> NonNull<u8> {
 /// `block` came from [`fresh`] with this `class`, is owned by the caller, and is not used
 /// again.
 unsafe fn free_block(block: NonNull<u8>, class: usize) {
+    #[cfg(loom)]
+    {
+        let before = LIVE_BLOCKS.fetch_sub(1, Ordering::Relaxed);
+        assert!(before > 0, "a block freed twice");
+    }
     // SAFETY: allocated by `fresh` with this very layout (caller's contract).
     unsafe { alloc::dealloc(block.as_ptr(), block_layout(class)) }
 }
