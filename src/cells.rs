@@ -168,7 +168,8 @@ struct Free {
     next: UnsafeCell<*mut Free>,
 }
 
-const _: () = assert!(mem::size_of::<Free>() <= CLASSES[0] && mem::align_of::<Free>() <= BLOCK_ALIGN);
+const _: () =
+    assert!(mem::size_of::<Free>() <= CLASSES[0] && mem::align_of::<Free>() <= BLOCK_ALIGN);
 
 /// Blocks allocated by [`fresh`] and not yet freed (the loom model checks that it comes
 /// back to zero: no block lost, none freed twice).
@@ -859,7 +860,9 @@ mod tests {
         let pool = pool();
         let cache = Magazines::new();
         // Enough for every depot slot, both lists of the cache, and one magazine more.
-        let blocks: Vec<_> = (0..(DEPOT_SLOTS + 3) * MAGAZINE).map(|_| fresh(2)).collect();
+        let blocks: Vec<_> = (0..(DEPOT_SLOTS + 3) * MAGAZINE)
+            .map(|_| fresh(2))
+            .collect();
         for block in blocks {
             // SAFETY: fresh blocks of class 2, ours.
             unsafe { cache.give(&pool.0, 2, block) };
@@ -976,7 +979,8 @@ mod tests {
         drop(b);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
 
-        let boxed: Boxed<dyn Number + Send> = unsize!(Boxed, Boxed::new(Both(Dropped(drops.clone()), 6)) => dyn Number + Send);
+        let boxed: Boxed<dyn Number + Send> =
+            unsize!(Boxed, Boxed::new(Both(Dropped(drops.clone()), 6)) => dyn Number + Send);
         assert_eq!(boxed.number(), 6);
         drop(boxed);
         assert_eq!(drops.load(Ordering::SeqCst), 2);

@@ -567,10 +567,13 @@ mod tests {
     use crate::cells::unsize;
 
     /// A handle on a bare slot, and the slot for the test to fill (its two owners).
-    fn handle_and_slot<T: Send + 'static, E: Send + 'static>() -> (TaskHandle<T, E>, Shared<Slot<T, E>>)
-    {
+    fn handle_and_slot<T: Send + 'static, E: Send + 'static>()
+    -> (TaskHandle<T, E>, Shared<Slot<T, E>>) {
         let (handle, slot) = Shared::pair(Slot::new());
-        (TaskHandle::new(unsize!(Shared, handle => dyn AsSlot<T, E>)), slot)
+        (
+            TaskHandle::new(unsize!(Shared, handle => dyn AsSlot<T, E>)),
+            slot,
+        )
     }
 
     #[test]

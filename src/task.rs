@@ -39,12 +39,12 @@ use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::time::Instant;
 
+use crate::cells::{Boxed, Shared, unsize};
 use crate::clock::Stamp;
 use crate::completion::{AsSlot, CallbackPort, Caught, Claim, Delivered, Port, Slot};
 use crate::error::TaskError;
 use crate::observe::Site;
 use crate::scheduler::capacity::Capacity;
-use crate::cells::{Boxed, Shared, unsize};
 use crate::sync::{Arc, AtomicBool, Ordering, UnsafeCell};
 use crate::unwind;
 
@@ -621,9 +621,21 @@ mod tests {
             size_of::<TaskCell<B, CallbackPort<C>, (), ()>>()
         }
         let callback = callback_cell(&body, &cb);
-        let handle = size_of::<SharedInner<TaskCell<Many<fn(&mut (), &TaskContext) -> Result<u64, ()>>, Slot<u64, ()>, u64, ()>>>();
+        let handle = size_of::<
+            SharedInner<
+                TaskCell<
+                    Many<fn(&mut (), &TaskContext) -> Result<u64, ()>>,
+                    Slot<u64, ()>,
+                    u64,
+                    (),
+                >,
+            >,
+        >();
         println!("callback cell {callback} bytes, handle cell {handle} bytes");
-        assert!(callback <= 64, "a small callback cell takes a 64-byte block");
+        assert!(
+            callback <= 64,
+            "a small callback cell takes a 64-byte block"
+        );
         assert!(handle <= 128, "a small handle cell takes a 128-byte block");
     }
 

@@ -202,7 +202,11 @@ const MODES: &[Mode] = &[
     Mode {
         name: "queue_task_with_callback",
         max_per_task: Some(STEADY),
-        run: |m, n, _| callbacks(m, n, IN_FLIGHT, |m, i| m.queue_task_with_callback(body(i), on_done)),
+        run: |m, n, _| {
+            callbacks(m, n, IN_FLIGHT, |m, i| {
+                m.queue_task_with_callback(body(i), on_done)
+            })
+        },
     },
     Mode {
         name: "queue_task_with_priority_with_callback",
@@ -239,12 +243,20 @@ const MODES: &[Mode] = &[
     Mode {
         name: "queue_task_with_priority_async (handle)",
         max_per_task: Some(STEADY),
-        run: |m, n, h| handles(m, n, IN_FLIGHT, h, |m, i| m.queue_task_with_priority_async(body(i))),
+        run: |m, n, h| {
+            handles(m, n, IN_FLIGHT, h, |m, i| {
+                m.queue_task_with_priority_async(body(i))
+            })
+        },
     },
     Mode {
         name: "queue_task_once_async (handle)",
         max_per_task: Some(STEADY),
-        run: |m, n, h| handles(m, n, IN_FLIGHT, h, |m, i| m.queue_task_once_async(body_once(i))),
+        run: |m, n, h| {
+            handles(m, n, IN_FLIGHT, h, |m, i| {
+                m.queue_task_once_async(body_once(i))
+            })
+        },
     },
     Mode {
         name: "queue_task_with_priority_once_async (handle)",

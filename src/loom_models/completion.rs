@@ -74,15 +74,17 @@ enum Consumer {
 /// gets exactly one outcome and the right one; `cancel` returns `true` iff the body never ran
 /// (for a task that would run); the value's write is ordered before every later access to it,
 /// including the drop of the cell by whichever side lets go last (a use-after-free would
-/// break that order: loom's `Arc` and `UnsafeCell` check it); every value made is dropped
-/// exactly once.
+/// break that order: the cell's owners' count, `cells::Shared`, is loom's, and loom's
+/// `UnsafeCell` checks the accesses); every value made is dropped exactly once.
 ///
 /// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 8 scenarios (2 producers x 4 consumers);
-/// per producer: wait 119 executions, poll 721, cancel then wait 62, drop 4; 1 812 in all,
-/// 0.2 s.
+/// run: wait 113 executions, poll 622, cancel then wait 50, drop 4; kill: 136, 786, 58, 4;
+/// 1 773 in all, 0.1 s.
 ///
 /// It bites: with `fill` storing `READY` `Relaxed` instead of `Release`, loom reports the
-/// consumer's read of the value racing the producer's write.
+/// consumer's read of the value racing the producer's write; with `Shared`'s drop counting
+/// down `Relaxed` and without its `Acquire` fence, loom reports the last owner's drop of the
+/// value racing the producer's write (run vs. drop).
 pub fn completion_slot_complete_vs_wait_vs_cancel_vs_drop() {
     for producer in [Producer::Run, Producer::Kill] {
         for consumer in [
@@ -185,7 +187,7 @@ fn completion_case(producer: Producer, consumer: Consumer) {
 /// never ran), `Ok` after exactly one run otherwise. Then `stop`, and nothing is pending (a
 /// cancelled task still gives its admission ticket back, or `stop` would wait forever).
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 1 585 executions, 0.1 s.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 2 141 executions, 0.3 s.
 pub fn cancel_racing_the_worker_claim_answers_once() {
     explore("cancel vs the real worker's claim", || {
         let manager = manager(1, 0, None);
