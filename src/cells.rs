@@ -11,13 +11,13 @@
 //! # What a cell costs
 //!
 //! A cell is rounded up to the smallest size class that holds it: 64, 128, 256 or 512 bytes
-//! ([`CLASSES`]), aligned to [`BLOCK_ALIGN`] (16) bytes. As measured on x86-64 (see the test
-//! `task::tests::cell_sizes`): a callback cell with small closures (a few captured words)
-//! takes 64 bytes, a handle or blocking cell (the completion slot, with room for any
-//! `TaskError`, and the owners' count) 128 bytes; large captures move a cell up a class. A
-//! cell larger than 512 bytes, or aligned to more than 16, is not cached: it is allocated and
-//! freed through the global allocator, exactly as a `Box` would be (one allocation per task,
-//! as before this cache).
+//! ([`CLASSES`]), aligned to [`BLOCK_ALIGN`] (16) bytes. On x86-64 (the test
+//! `task::tests::cell_sizes`): a callback cell whose closure and callback capture one `Arc`
+//! each is 48 bytes, so it takes a 64-byte block; a handle or blocking cell returning a `u64`
+//! (the completion slot, with room for any `TaskError`, and the owners' count) is 104 bytes,
+//! a 128-byte block. Each word a closure captures adds to that; past 512 bytes, or aligned to
+//! more than 16, a cell is not cached: it is allocated and freed through the global allocator,
+//! exactly as a `Box` would be (one allocation per task, as before this cache).
 //!
 //! # Where a block is
 //!
@@ -45,8 +45,8 @@
 //!
 //! Giving a block back (a cell was dropped), on the thread that dropped it:
 //! - G1. `loaded` has room: push the block on it;
-//! - G2. `loaded` is full: it becomes `spare` (if `spare` was full too, that magazine first
-//!   goes to the depot, G3), and the block starts a new, empty `loaded`;
+//! - G2. `loaded` is full: it becomes `spare` (if `spare` was full too, that older magazine
+//!   first goes to the depot), and the block starts a new, empty `loaded`;
 //! - G3. the depot has no empty slot: the magazine's blocks go back to the global allocator.
 //!
 //! Two lists per thread (Bonwick's magazines) keep a thread that takes and gives around a
@@ -69,15 +69,17 @@
 //! D2's `Acquire` reads the value D1 stored with `Release`, so everything the putting thread
 //! did to the magazine's blocks before D1 (the links it wrote in G1, and before that, the
 //! drop of the cells that were in them) happens before the taker reads the links and writes
-//! a new cell there. The relaxed loads before D1 and D2 only skip slots that look
-//! unavailable; the read-modify-write alone decides.
+//! a new cell there. A link written by an earlier owner (the magazine's blocks may have come
+//! to the putter through the depot too) is ordered by the same chain, one D1/D2 pair per
+//! hand-off. The relaxed loads before D1 and D2 only skip slots that look unavailable; the
+//! read-modify-write alone decides.
 //!
 //! There is no ABA problem because no operation reads a pointer and later acts on it
 //! expecting the slot unchanged: D2 takes whatever the slot holds at that instant, and D1
 //! only needs the slot empty; in particular nobody follows a `next` link of a block it does
 //! not own (the weakness of a Treiber stack, whose pop reads `head.next` before its CAS, when
-//! `head` may already belong to another thread). The price is a scan of the slots, one line
-//! (16 pointers: two cache lines per class), once per `MAGAZINE` tasks.
+//! `head` may already belong to another thread). The price is a scan of at most
+//! `DEPOT_SLOTS` slots (16 pointers, two cache lines per class) once per `MAGAZINE` tasks.
 //!
 //! Blocks inside a thread's cache are its own: nothing else can reach them (they are in a
 //! thread-local, and a block given back was owned by the giver, by the cell owners'

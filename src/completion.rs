@@ -3,8 +3,8 @@
 //!
 //! # The slot protocol
 //!
-//! A [`Slot`] is shared (the cell's two owners, `cells::Shared`) by the task cell in the queue (the *producer*) and the
-//! [`TaskHandle`] (the *consumer*). Its `state` word moves through:
+//! A [`Slot`] is shared by the task cell in the queue (the *producer*) and the [`TaskHandle`]
+//! (the *consumer*), the cell's two owners (`cells::Shared`). Its `state` word moves through:
 //!
 //! ```text
 //!            claim (worker takes the task)          fill (outcome written)
