@@ -518,7 +518,7 @@ pub(crate) fn alloc(layout: Layout) -> NonNull<u8> {
     oversize_alloc(layout)
 }
 
-/// Gives back memory from [`alloc`].
+/// Gives back memory from [`alloc()`].
 ///
 /// # Safety
 /// `ptr` came from `alloc(layout)` (on any thread), whatever was written there was dropped,
@@ -586,7 +586,7 @@ unsafe fn drop_and_free<T: ?Sized>(ptr: NonNull<T>) {
     unsafe { ptr::drop_in_place(ptr.as_ptr()) };
 }
 
-/// A value in recycled memory with one owner: a `Box` whose memory comes from [`alloc`].
+/// A value in recycled memory with one owner: a `Box` whose memory comes from [`alloc()`].
 pub(crate) struct Boxed<T: ?Sized> {
     ptr: NonNull<T>,
     _owns: PhantomData<T>,
