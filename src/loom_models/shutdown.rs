@@ -18,8 +18,8 @@ use crate::sync::thread;
 /// `+1/-1` on the lifecycle word must not let the worker exit with the accepted task on its
 /// way.
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): one submitter 7 169 executions, with a task
-/// queued before 8 505, two submitters 227 394; 18 s in all.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`, a loaded machine, at low priority): one submitter
+/// 11 702 executions, with a task queued before 11 997, two submitters 321 885; 303 s in all.
 ///
 /// It bites: with `Lifecycle::leave` off by one (the last task out does not see the manager
 /// drained, so nobody wakes the sleeping worker), loom finds `stop` joining a worker asleep.
@@ -67,7 +67,7 @@ pub fn stop_racing_a_submission_neither_strands_nor_runs_twice() {
 /// (a running task finishes its attempt), `Killed` when it was resolved unrun,
 /// `ShuttingDown` for a refused submission; and `kill` returns (the worker exited).
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 20 075 executions, 2.3 s.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`, a loaded machine, at low priority): 27 705 executions, 19 s.
 ///
 /// It bites: the same off-by-one in `Lifecycle::leave` fails it too.
 pub fn kill_racing_queued_and_running_tasks_resolves_each_once() {
@@ -106,7 +106,7 @@ pub fn kill_racing_queued_and_running_tasks_resolves_each_once() {
 /// looks at the queue too. The queued task must get exactly one outcome, `Killed`, and never
 /// run, whoever took it; the held task completes; `kill` returns.
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 3 372 executions, 0.2 s.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`, a loaded machine, at low priority): 3 372 executions, 2.6 s.
 ///
 /// It bites: a `kill_queued` that does not give the task's admission ticket back leaves `kill`
 /// waiting for a drain that never comes.

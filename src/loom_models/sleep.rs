@@ -119,8 +119,8 @@ pub fn submit_racing_a_worker_falling_asleep_loses_no_wakeup() {
 /// thread) each submit a task through `queue_task_async` and wait on its handle. A lost
 /// wake-up leaves a handle waiting forever: loom reports the deadlock. Then `stop`.
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): one submitter 1 802 executions, two
-/// submitters 47 855; 4 s in all.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`, a loaded machine, at low priority): one submitter
+/// 2 614 executions, two submitters 58 539; 59 s in all.
 ///
 /// It bites: without the fence at the top of `notify_one` this model fails too (in its first
 /// second).
