@@ -3,8 +3,8 @@
 //!
 //! # The slot protocol
 //!
-//! A [`Slot`] is shared (`Arc`) by the task cell in the queue (the *producer*) and the
-//! [`TaskHandle`] (the *consumer*). Its `state` word moves through:
+//! A [`Slot`] is shared by the task cell in the queue (the *producer*) and the [`TaskHandle`]
+//! (the *consumer*), the cell's two owners (`cells::Shared`). Its `state` word moves through:
 //!
 //! ```text
 //!            claim (worker takes the task)          fill (outcome written)
@@ -83,11 +83,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
+use crate::cells::Shared;
 use crate::error::TaskError;
 use crate::observe::{Observer, Site};
 use crate::sync::thread::{self, Thread};
 use crate::sync::{
-    Arc, AtomicBool, AtomicU32, AtomicWaker, Ordering, StdArc, StdAtomicUsize, UnsafeCell,
+    AtomicBool, AtomicU32, AtomicWaker, Ordering, StdArc, StdAtomicUsize, UnsafeCell,
 };
 use crate::unwind::{self, PanicMessage};
 
@@ -306,9 +307,9 @@ crate::sync::thread_local! {
 /// ```
 #[must_use = "a handle does nothing unless waited on; dropping it does not cancel the task"]
 pub struct TaskHandle<T, E> {
-    /// The slot, inside the allocation it shares with its task (a [`TaskCell`](crate::task)
-    /// whose port is a [`Slot`]).
-    cell: Arc<dyn AsSlot<T, E>>,
+    /// The slot, inside the cell it shares with its task (a [`TaskCell`](crate::task) whose
+    /// port is a [`Slot`]); the handle is one of the cell's two owners.
+    cell: Shared<dyn AsSlot<T, E>>,
 }
 
 /// Gives the handle its slot, wherever the slot lives, and its cancel.
@@ -336,7 +337,7 @@ impl<T: Send, E: Send> AsSlot<T, E> for Slot<T, E> {
 }
 
 impl<T, E> TaskHandle<T, E> {
-    pub(crate) fn new(cell: Arc<dyn AsSlot<T, E>>) -> Self {
+    pub(crate) fn new(cell: Shared<dyn AsSlot<T, E>>) -> Self {
         TaskHandle { cell }
     }
 
@@ -740,6 +741,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cells::unsize;
+
+    /// A handle on a bare slot, and the slot for the test to fill (its two owners).
+    fn handle_and_slot<T: Send + 'static, E: Send + 'static>()
+    -> (TaskHandle<T, E>, Shared<Slot<T, E>>) {
+        let (handle, slot) = Shared::pair(Slot::new());
+        (
+            TaskHandle::new(unsize!(Shared, handle => dyn AsSlot<T, E>)),
+            slot,
+        )
+    }
 
     #[test]
     fn fill_then_take() {
@@ -772,8 +784,7 @@ mod tests {
         // Miri runs this too (the `Slot` unsafe code): a few rounds are enough there.
         let rounds = if cfg!(miri) { 3 } else { 200 };
         for _ in 0..rounds {
-            let slot = Arc::new(Slot::<Vec<u8>, ()>::new());
-            let handle = TaskHandle::new(slot.clone());
+            let (handle, slot) = handle_and_slot::<Vec<u8>, ()>();
             let producer = thread::spawn(move || slot.fill(Ok(vec![1, 2, 3])));
             assert_eq!(handle.wait(), Ok(vec![1, 2, 3]));
             producer.join().unwrap();
@@ -786,8 +797,7 @@ mod tests {
     #[test]
     fn a_parked_wait_gets_its_outcome_and_the_fill_says_it_woke_it() {
         for backlog in [false, true] {
-            let slot = Arc::new(Slot::<Vec<u8>, ()>::new());
-            let handle = TaskHandle::new(slot.clone());
+            let (handle, slot) = handle_and_slot::<Vec<u8>, ()>();
             let waiter = thread::spawn(move || handle.wait_for_submitted(&|| backlog));
             while !slot.parked.load(Ordering::Relaxed) {
                 thread::yield_now();
@@ -805,8 +815,7 @@ mod tests {
     #[test]
     fn a_fill_before_the_wait_wakes_nobody() {
         for backlog in [None, Some(false), Some(true)] {
-            let slot = Arc::new(Slot::<u8, ()>::new());
-            let handle = TaskHandle::new(slot.clone());
+            let (handle, slot) = handle_and_slot::<u8, ()>();
             assert!(!slot.fill(Ok(3)));
             let outcome = match backlog {
                 None => handle.wait(),
@@ -821,9 +830,8 @@ mod tests {
     /// a started task is waited for (spin, then park) without a look.
     #[test]
     fn a_wait_for_a_started_task_never_looks_at_the_queues() {
-        let slot = Arc::new(Slot::<u8, ()>::new());
+        let (handle, slot) = handle_and_slot::<u8, ()>();
         assert_eq!(slot.claim(), Claim::Held);
-        let handle = TaskHandle::new(slot.clone());
         let waiter = thread::spawn(move || {
             handle.wait_for_submitted(&|| panic!("looked at the queues for a started task"))
         });
@@ -838,9 +846,8 @@ mod tests {
     /// parks (the fill that answers it says it woke it).
     #[test]
     fn a_wait_behind_a_backlog_looks_once_and_parks() {
-        let slot = Arc::new(Slot::<u8, ()>::new());
-        let handle = TaskHandle::new(slot.clone());
-        let looks = Arc::new(AtomicU32::new(0));
+        let (handle, slot) = handle_and_slot::<u8, ()>();
+        let looks = std::sync::Arc::new(AtomicU32::new(0));
         let waiter = {
             let looks = looks.clone();
             thread::spawn(move || {
@@ -862,8 +869,7 @@ mod tests {
     /// still gets the one outcome.
     #[test]
     fn a_wait_that_timed_out_after_parking_waits_again() {
-        let slot = Arc::new(Slot::<u8, ()>::new());
-        let handle = TaskHandle::new(slot.clone());
+        let (handle, slot) = handle_and_slot::<u8, ()>();
         let handle = handle
             .wait_timeout(Duration::from_millis(1))
             .expect_err("nothing filled the slot");
@@ -884,8 +890,7 @@ mod tests {
 
     #[test]
     fn wait_timeout_gives_the_handle_back() {
-        let slot = Arc::new(Slot::<u8, ()>::new());
-        let handle = TaskHandle::new(slot.clone());
+        let (handle, slot) = handle_and_slot::<u8, ()>();
         let handle = handle
             .wait_timeout(Duration::from_millis(5))
             .expect_err("nothing filled the slot");

@@ -66,6 +66,7 @@
 mod attempt;
 mod builder;
 mod burst;
+mod cells;
 mod clock;
 mod completion;
 mod error;

@@ -46,13 +46,17 @@
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{
-    AtomicBool, AtomicIsize, AtomicU32, AtomicUsize, Ordering, fence,
+    AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence,
 };
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 #[cfg(loom)]
 pub(crate) use self::seq_cst::{AtomicBool, AtomicIsize, AtomicU32, AtomicUsize};
+/// Loom's own, not wrapped by `seq_cst`: no `SeqCst` operation is made on one (the cell
+/// cache's depot, `cells`, uses `Release`/`Acquire` only).
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::AtomicPtr;
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{Ordering, fence};
 #[cfg(loom)]
@@ -189,32 +193,6 @@ pub(crate) mod stats {
 /// whose `wake` calls [`thread::Thread::unpark`], under loom the shim's parker), and what loom
 /// need not count: the parker handles, a deque's owners, the models' harness and tallies.
 pub(crate) use std::sync::Arc as StdArc;
-
-/// Turns an `Arc` of a concrete type into an `Arc` of a trait object, sharing the allocation
-/// and its count: `coerce_arc!(arc, dyn Trait)`.
-///
-/// Normally this is the plain unsizing coercion. Loom's `Arc` cannot be coerced (that needs
-/// the unstable `CoerceUnsized`), so under loom it goes through `into_raw`/`from_raw`, which
-/// keeps loom's reference count shared with the other owners of the allocation.
-#[cfg(not(loom))]
-macro_rules! coerce_arc {
-    ($arc:expr, $target:ty) => {{
-        let arc: $crate::sync::Arc<$target> = $arc;
-        arc
-    }};
-}
-#[cfg(loom)]
-macro_rules! coerce_arc {
-    ($arc:expr, $target:ty) => {{
-        let raw = $crate::sync::Arc::into_raw($arc) as *const $target;
-        // SAFETY: (1) `raw` was just returned by `Arc::into_raw`, and the cast only attaches
-        // the vtable of the value's own type, so size, alignment and address are unchanged;
-        // (2) that `Arc`'s count is taken over, not duplicated: it was forgotten by
-        // `into_raw` and is released once, by the `Arc` made here.
-        unsafe { $crate::sync::Arc::from_raw(raw) }
-    }};
-}
-pub(crate) use coerce_arc;
 
 /// Threads: spawn, park, current, yield.
 pub(crate) mod thread {

@@ -1,20 +1,26 @@
-//! The task cell: one allocation holding the user's closure, its attempt count and where its
+//! The task cell: one block holding the user's closure, its attempt count and where its
 //! outcome goes. The queues carry it as a type-erased [`JobRef`].
 //!
-//! # One allocation per task
+//! # One block per task, recycled
 //!
-//! A callback task is a `Box<TaskCell>` holding the closure and the callback. A handle (or
-//! blocking) task is an `Arc<TaskCell>` holding the closure *and* the completion slot: the
-//! queue's [`JobRef`] and the [`TaskHandle`](crate::TaskHandle) share that one allocation.
+//! A callback task is a [`Boxed`] `TaskCell` holding the closure and the callback. A handle
+//! (or blocking) task is a [`Shared`] `TaskCell` holding the closure *and* the completion
+//! slot: the queue's [`JobRef`] and the [`TaskHandle`](crate::TaskHandle) are its two owners,
+//! and whichever lets go last drops it. Both take their memory from the cell cache
+//! ([`cells`](crate::cells)): a block of 64 to 512 bytes, recycled through per-thread
+//! magazines, so a steady stream of tasks does not go through the global allocator; a cell
+//! over 512 bytes (a large closure) is allocated and freed like a `Box` (see `cells` for what
+//! a cell costs).
 //!
 //! # Who touches what
 //!
 //! A cell's attempt count, its closure and a callback port are in `UnsafeCell`s. The attempt
 //! count and the callback port are touched only through the cell's unique [`JobRef`]: a
-//! `JobRef` is made once, at submission, by consuming the only `Box`/`Arc` that can reach the
-//! cell as a [`Job`]; it is not `Clone`; and whoever holds it (the submitter, a queue, then one
-//! worker) has it exclusively. The handle's `Arc` reaches the cell only as `dyn AsSlot`: its
-//! completion slot, whose own protocol (`completion`) orders the two sides, and `cancel`.
+//! `JobRef` is made once, at submission, by consuming the only `Boxed`, or one of the two
+//! `Shared` owners, that can reach the cell as a [`Job`]; it is not `Clone`; and whoever
+//! holds it (the submitter, a queue, then one worker) has it exclusively. The handle's owner
+//! reaches the cell only as `dyn AsSlot`: its completion slot, whose own protocol
+//! (`completion`) orders the two sides, and `cancel`.
 //!
 //! The closure is the one thing both sides may touch, and the slot's claim decides which:
 //! the `JobRef` holder touches it only after its claim found `Held` (`run` follows the
@@ -27,17 +33,19 @@
 //! User code may panic in the `Drop` of what a cell holds (the closure, a value whose handle
 //! was dropped): the worker's side drops those under a catch and returns the panics
 //! ([`Caught`]) for the worker to report; a cancel drops the closure on the caller's thread.
+//! The cell's block is given back even when such a drop panics.
 
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::time::Instant;
 
+use crate::cells::{Boxed, Shared, unsize};
 use crate::clock::Stamp;
 use crate::completion::{AsSlot, CallbackPort, Caught, Claim, Delivered, Port, Slot};
 use crate::error::TaskError;
 use crate::observe::Site;
 use crate::scheduler::capacity::Capacity;
-use crate::sync::{Arc, AtomicBool, Ordering, UnsafeCell, coerce_arc};
+use crate::sync::{Arc, AtomicBool, Ordering, UnsafeCell};
 use crate::unwind;
 
 /// What a running task can learn about its run.
@@ -214,8 +222,8 @@ where
 
 /// A queued task with its type (`T`, closure, delivery) erased.
 ///
-/// Methods take `&self` so that one trait serves both owners (`Box` for callback tasks, `Arc`
-/// shared with a handle); the cell's mutable parts are in `UnsafeCell`s that only the holder
+/// Methods take `&self` so that one trait serves both owners (`Boxed` for callback tasks,
+/// `Shared` with a handle); the cell's mutable parts are in `UnsafeCell`s that only the holder
 /// of the task's unique [`JobRef`] reaches (see the module docs).
 trait Job<R, E>: Send + Sync {
     /// Takes the task for running. `Cancelled` means it must be dropped unrun.
@@ -247,8 +255,8 @@ trait Job<R, E>: Send + Sync {
 pub(crate) struct JobRef<R, E>(ManuallyDrop<Holder<R, E>>);
 
 enum Holder<R, E> {
-    Owned(Box<dyn Job<R, E>>),
-    Shared(Arc<dyn Job<R, E>>),
+    Owned(Boxed<dyn Job<R, E>>),
+    Shared(Shared<dyn Job<R, E>>),
 }
 
 impl<R, E> JobRef<R, E> {
@@ -327,7 +335,7 @@ impl<R, E> Drop for JobRef<R, E> {
     }
 }
 
-/// The one allocation per queued task: closure, attempt count, and where the outcome goes.
+/// The one block per queued task: closure, attempt count, and where the outcome goes.
 struct TaskCell<B, P, T, E> {
     /// The closure: `None` once the outcome was delivered or the task was cancelled (it is
     /// dropped then, not when the cell goes). Touched by the `JobRef` holder after a `Held`
@@ -523,7 +531,7 @@ where
     }
 }
 
-/// A callback task: one `Box`.
+/// A callback task: one [`Boxed`] cell.
 pub(crate) fn with_callback<R, E, T, B, C>(
     body: B,
     cb: C,
@@ -536,7 +544,7 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    let cell = Box::new(TaskCell::new(
+    let cell = Boxed::new(TaskCell::new(
         body,
         CallbackPort::new(cb),
         priority,
@@ -544,10 +552,13 @@ where
         None,
         0,
     ));
-    JobRef(ManuallyDrop::new(Holder::Owned(cell)))
+    JobRef(ManuallyDrop::new(Holder::Owned(
+        unsize!(Boxed, cell => dyn Job<R, E>),
+    )))
 }
 
-/// A handle (or blocking) task: one `Arc`, shared by the queue's `JobRef` and the handle.
+/// A handle (or blocking) task: one [`Shared`] cell, whose two owners are the queue's
+/// `JobRef` and the handle.
 ///
 /// `room`: the manager's bounded queue, if it has one (a successful cancel gives the task's
 /// place back); `owner`: the manager's `Shared::id`.
@@ -563,7 +574,7 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    let cell = Arc::new(TaskCell::new(
+    let (job, handle) = Shared::pair(TaskCell::new(
         body,
         Slot::new(),
         priority,
@@ -571,12 +582,11 @@ where
         room,
         owner,
     ));
-    let handle = crate::TaskHandle::new(coerce_arc!(cell.clone(), dyn AsSlot<T, E>));
+    let handle = crate::TaskHandle::new(unsize!(Shared, handle => dyn AsSlot<T, E>));
     (
-        JobRef(ManuallyDrop::new(Holder::Shared(coerce_arc!(
-            cell,
-            dyn Job<R, E>
-        )))),
+        JobRef(ManuallyDrop::new(Holder::Shared(
+            unsize!(Shared, job => dyn Job<R, E>),
+        ))),
         handle,
     )
 }
@@ -592,8 +602,45 @@ mod tests {
         ctx
     }
 
+    /// What a cell costs (the figures `cells`'s docs quote): the cell of a task whose
+    /// closure and callback each capture one `Arc` (as `fire_and_forget` submits them), and
+    /// of a handle task returning a `u64`, fit the two smallest classes.
     #[test]
-    fn a_handle_cell_runs_and_delivers_through_its_one_allocation() {
+    fn cell_sizes() {
+        use crate::cells::SharedInner;
+        use std::mem::size_of;
+
+        let counter = Arc::new(AtomicUsize::new(0));
+        let (c1, c2) = (counter.clone(), counter.clone());
+        let body = Many(move |_: &mut (), _: &TaskContext| {
+            c1.fetch_add(1, Ordering::Relaxed);
+            Ok::<(), ()>(())
+        });
+        let cb = move |_: Result<(), TaskError<()>>| drop(c2);
+        fn callback_cell<B, C>(_: &B, _: &C) -> usize {
+            size_of::<TaskCell<B, CallbackPort<C>, (), ()>>()
+        }
+        let callback = callback_cell(&body, &cb);
+        let handle = size_of::<
+            SharedInner<
+                TaskCell<
+                    Many<fn(&mut (), &TaskContext) -> Result<u64, ()>>,
+                    Slot<u64, ()>,
+                    u64,
+                    (),
+                >,
+            >,
+        >();
+        println!("callback cell {callback} bytes, handle cell {handle} bytes");
+        assert!(
+            callback <= 64,
+            "a small callback cell takes a 64-byte block"
+        );
+        assert!(handle <= 128, "a small handle cell takes a 128-byte block");
+    }
+
+    #[test]
+    fn a_handle_cell_runs_and_delivers_through_its_one_block() {
         let (job, handle) = with_handle::<u32, (), _, _>(
             Many(|r: &mut u32, _: &TaskContext| {
                 *r += 1;

@@ -69,4 +69,6 @@ models!(
     parked_burst_slot_does_not_miss_shutdown,
     a_full_queue_waiter_gets_the_room_a_worker_frees,
     a_full_queue_waiter_is_answered_when_stop_begins,
+    cell_cache_magazines_put_racing_a_take_have_one_owner,
+    cell_cache_two_takes_racing_for_one_magazine_have_one_owner,
 );

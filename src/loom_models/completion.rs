@@ -74,8 +74,8 @@ enum Consumer {
 /// gets exactly one outcome and the right one; `cancel` returns `true` iff the body never ran
 /// (for a task that would run); the value's write is ordered before every later access to it,
 /// including the drop of the cell by whichever side lets go last (a use-after-free would
-/// break that order: loom's `Arc` and `UnsafeCell` check it); every value made is dropped
-/// exactly once.
+/// break that order: the cell's owners' count, `cells::Shared`, is loom's, and loom's
+/// `UnsafeCell` checks the accesses); every value made is dropped exactly once.
 ///
 /// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 8 scenarios (2 producers x 4 consumers);
 /// run: wait 179 executions, poll 622, cancel then wait 63, drop 4; kill: 217, 786, 73, 4;
@@ -88,7 +88,8 @@ enum Consumer {
 /// It bites: with `fill` storing `READY` `Relaxed` instead of `Release`, loom reports the
 /// consumer's read of the value racing the producer's write. With the wait storing `parked`
 /// after it registers its waker instead of before, the fill that wakes a parked wait can miss
-/// it.
+/// it. With `Shared`'s drop counting down `Relaxed` and without its `Acquire` fence, loom
+/// reports the last owner's drop of the value racing the producer's write (run vs. drop).
 pub fn completion_slot_complete_vs_wait_vs_cancel_vs_drop() {
     for producer in [Producer::Run, Producer::Kill] {
         for consumer in [

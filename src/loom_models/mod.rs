@@ -16,9 +16,11 @@
 //! controller through the actions it takes ([`SlotState::activate`](crate::slot::SlotState),
 //! [`burst::ask_to_park`](crate::burst::ask_to_park)).
 //!
-//! Two models check a protocol type on its own, as a unit: [`sleep`] drives `Sleep` over the
-//! weakest queue it must work with, and [`completion`] drives one task cell from both sides.
-//! Each also has a model on the real pool.
+//! Three models check a protocol type on its own, as a unit: [`sleep`] drives `Sleep` over the
+//! weakest queue it must work with, [`completion`] drives one task cell from both sides, and
+//! [`cells`] drives the cell cache's magazines and depot (which the pool does not use under
+//! loom: cells come from the global allocator there). The first two also have a model on the
+//! real pool.
 //!
 //! The models' own tallies (which outcome a task got, how often it ran) are std atomics
 //! (`StdAtomicUsize`) shared through std's `Arc` (`StdArc`): loom does not interleave those,
@@ -36,6 +38,7 @@
 
 mod burst;
 mod capacity;
+mod cells;
 mod completion;
 mod retry;
 mod shutdown;
@@ -47,6 +50,10 @@ pub use burst::{
 pub use capacity::{
     a_full_queue_waiter_gets_the_room_a_worker_frees,
     a_full_queue_waiter_is_answered_when_stop_begins,
+};
+pub use cells::{
+    cell_cache_magazines_put_racing_a_take_have_one_owner,
+    cell_cache_two_takes_racing_for_one_magazine_have_one_owner,
 };
 pub use completion::{
     cancel_racing_the_worker_claim_answers_once, completion_slot_complete_vs_wait_vs_cancel_vs_drop,
