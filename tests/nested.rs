@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
-use common::{Conn, Counts, DbError, TIMEOUT, builder};
+use common::{Conn, Counts, DbError, TIMEOUT, builder, fixed};
 use tasker::{TaskContext, TaskError};
 
 type Outcome<T> = Result<T, TaskError<DbError>>;
@@ -16,11 +16,7 @@ type Outcome<T> = Result<T, TaskError<DbError>>;
 fn a_blocking_queue_task_from_inside_a_task_returns_would_deadlock() {
     let counts = Counts::new();
     // One worker: a nested blocking wait would deadlock for real.
-    let m = builder(&counts)
-        .worker_count(1)
-        .max_worker_count(1)
-        .build()
-        .unwrap();
+    let m = fixed(&counts, 1);
     let inner_ran = Arc::new(AtomicBool::new(false));
     let (mm, ran) = (m.clone(), inner_ran.clone());
     let outer = m.queue_task_async(move |_: &mut Conn, _: &TaskContext| {
@@ -58,11 +54,7 @@ fn a_blocking_queue_task_from_inside_a_task_returns_would_deadlock() {
 #[test]
 fn queue_task_async_from_inside_a_task_works() {
     let counts = Counts::new();
-    let m = builder(&counts)
-        .worker_count(1)
-        .max_worker_count(1)
-        .build()
-        .unwrap();
+    let m = fixed(&counts, 1);
     let mm = m.clone();
     // The outer task returns the inner handle without waiting on it.
     let inner = m
@@ -80,11 +72,7 @@ fn queue_task_async_from_inside_a_task_works() {
 #[test]
 fn a_callback_submission_from_inside_a_task_works() {
     let counts = Counts::new();
-    let m = builder(&counts)
-        .worker_count(1)
-        .max_worker_count(1)
-        .build()
-        .unwrap();
+    let m = fixed(&counts, 1);
     let (tx, rx) = mpsc::channel();
     let mm = m.clone();
     m.queue_task_once(move |_: &mut Conn, _: &TaskContext| {
@@ -106,16 +94,8 @@ fn a_callback_submission_from_inside_a_task_works() {
 #[test]
 fn a_blocking_submission_to_another_manager_from_inside_a_task_is_allowed() {
     let counts = Counts::new();
-    let m = builder(&counts)
-        .worker_count(1)
-        .max_worker_count(1)
-        .build()
-        .unwrap();
-    let other = builder(&counts)
-        .worker_count(1)
-        .max_worker_count(1)
-        .build()
-        .unwrap();
+    let m = fixed(&counts, 1);
+    let other = fixed(&counts, 1);
     let o = other.clone();
     let r = m
         .queue_task_async(move |_: &mut Conn, _: &TaskContext| {
@@ -161,11 +141,7 @@ fn run_task_from_inside_a_task_works() {
 #[test]
 fn a_task_made_inside_a_task_runs_before_earlier_outside_work() {
     let counts = Counts::new();
-    let m = builder(&counts)
-        .worker_count(1)
-        .max_worker_count(1)
-        .build()
-        .unwrap();
+    let m = fixed(&counts, 1);
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));
     // Hold the one worker so the parent and the outside task queue up behind it.
     let (gate_tx, gate_rx) = mpsc::channel::<()>();
@@ -218,11 +194,7 @@ fn a_task_made_inside_a_task_runs_before_earlier_outside_work() {
 fn an_idle_peer_steals_work_made_inside_a_busy_task() {
     const CHILDREN: usize = 100;
     let counts = Counts::new();
-    let m = builder(&counts)
-        .worker_count(2)
-        .max_worker_count(2)
-        .build()
-        .unwrap();
+    let m = fixed(&counts, 2);
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (mm, d) = (m.clone(), done.clone());
     let parent = m.queue_task_async(move |_: &mut Conn, _: &TaskContext| {
@@ -263,11 +235,7 @@ fn a_task_chain_on_one_worker_does_not_starve_outside_work() {
     /// Links after which the chain stops on its own (far more than the fairness interval).
     const CHAIN_LIMIT: u64 = 100_000;
     let counts = Counts::new();
-    let m = builder(&counts)
-        .worker_count(1)
-        .max_worker_count(1)
-        .build()
-        .unwrap();
+    let m = fixed(&counts, 1);
     let links = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let outside_ran = Arc::new(AtomicBool::new(false));
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use common::{Conn, Counts, DbError, Gate, builder, eventually};
+use common::{Conn, Counts, DbError, Gate, eventually, fixed};
 use tasker::{TaskContext, TaskError, TaskManager};
 
 /// Tasks queued behind the held worker before the caller submits, so the caller's blocking
@@ -19,11 +19,7 @@ const BACKLOG: usize = 3;
 /// (each counts its run in the returned counter).
 fn held_with_backlog(gate: &Gate) -> (TaskManager<Conn, DbError>, Arc<AtomicUsize>) {
     let counts = Counts::new();
-    let m = builder(&counts)
-        .worker_count(1)
-        .max_worker_count(1)
-        .build()
-        .unwrap();
+    let m = fixed(&counts, 1);
     let waiter = gate.waiter();
     m.queue_task_once_with_callback(
         move |_: &mut Conn, _: &TaskContext| {
@@ -158,11 +154,7 @@ fn many_callers_behind_busy_workers_each_get_their_own_answer() {
     const CALLERS: usize = 6;
     const CALLS: usize = 150;
     let counts = Counts::new();
-    let m = builder(&counts)
-        .worker_count(2)
-        .max_worker_count(2)
-        .build()
-        .unwrap();
+    let m = fixed(&counts, 2);
     let callers: Vec<_> = (0..CALLERS)
         .map(|c| {
             let m = m.clone();

@@ -95,6 +95,15 @@ pub(crate) fn builder(counts: &Counts) -> Builder<Conn, DbError> {
         .pin_workers(false)
 }
 
+/// A manager of [`builder`] with exactly `workers` workers (no burst slots).
+pub(crate) fn fixed(counts: &Counts, workers: usize) -> TaskManager<Conn, DbError> {
+    builder(counts)
+        .worker_count(workers)
+        .max_worker_count(workers)
+        .build()
+        .expect("build")
+}
+
 /// Polls `cond` until it holds or [`TIMEOUT`] passes; returns whether it held.
 pub(crate) fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + TIMEOUT;
