@@ -84,7 +84,7 @@ fn settle(pool: &Pool, takers: Vec<thread::JoinHandle<Vec<Block>>>) {
 /// it (loom's `UnsafeCell` in `Free`), no block reaches two owners, and every block made is
 /// freed exactly once, wherever it went (caches dropped at thread exit, the depot drained).
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 1 083 executions, 0.3 s.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 1 083 executions, 0.1 s.
 ///
 /// It bites: with D1's compare-and-swap `Relaxed` instead of `Release`, loom reports the
 /// taker's read of a link racing the giver's write ("Causality violation"; the next model
@@ -107,7 +107,7 @@ pub fn cell_cache_magazines_put_racing_a_take_have_one_owner() {
 /// a magazine's worth of blocks each (D2): at most one of them gets the magazine, the other
 /// finds the slot empty and allocates fresh blocks (T4). Checked as above.
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 1 444 executions, 0.3 s.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 1 444 executions, 0.1 s.
 ///
 /// It bites: with D2 a load, then a store of null, instead of one `swap`, both takers can
 /// get the magazine, and the second unlinks blocks the first already took: loom fails on the

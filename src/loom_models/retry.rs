@@ -16,8 +16,8 @@ use super::{Tally, explore, manager};
 /// after one (killed before the re-queue), or `Killed` (killed before a run, or before the
 /// retry ran).
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`, a loaded machine): stop 460 866 executions,
-/// kill 860 024; 147 s in all.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): stop 347 409 executions, kill 787 217;
+/// 159 s in all.
 ///
 /// It bites: a worker that gives the ticket back when it re-queues (and takes a fresh one)
 /// lets `stop` drain first; the retry is then refused and the task ends `Killed`.

@@ -119,8 +119,8 @@ pub fn submit_racing_a_worker_falling_asleep_loses_no_wakeup() {
 /// thread) each submit a task through `queue_task_async` and wait on its handle. A lost
 /// wake-up leaves a handle waiting forever: loom reports the deadlock. Then `stop`.
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): one submitter 3 184 executions, two
-/// submitters 71 901; 10 s in all.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): one submitter 3 701 executions, two
+/// submitters 72 133; 10.5 s in all.
 ///
 /// It bites: without the fence at the top of `notify_one` this model fails too (in its first
 /// second).
@@ -165,7 +165,7 @@ pub fn submit_racing_a_sleeping_worker_is_run() {
 /// there and wakes a sleeper). A lost wake-up leaves the parent waiting forever: loom reports
 /// the deadlock. Then `stop`.
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`, a loaded machine): 1 453 415 executions, 350 s.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 1 405 397 executions, 233 s.
 ///
 /// It bites: a push to the local deque that skips the `notify_one` after it leaves the peer
 /// asleep with the child in a deque only it could steal from.
