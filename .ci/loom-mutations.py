@@ -132,8 +132,8 @@ MUTATIONS = [
     (
         "capacity: a waiter does not try again after it counted itself",
         "src/scheduler/capacity.rs",
-        "            let outcome = if self.try_reserve() {",
-        "            let outcome = if false {",
+        "            let outcome = if self.try_reserve() {\n                Some(true)",
+        "            let outcome = if false {\n                Some(true)",
         ["a_full_queue_waiter_gets_the_room_a_worker_frees"],
     ),
     (
