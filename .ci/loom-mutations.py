@@ -33,6 +33,20 @@ MUTATIONS = [
         ],
     ),
     (
+        "sleep: a worker woken while more work is queued does not pass the wake-up on",
+        "src/scheduler/sleep.rs",
+        "        if more_work {\n            self.notify_one();",
+        "        if more_work && WAKE_PENDING == 0 {\n            self.notify_one();",
+        ["submit_racing_a_worker_falling_asleep_loses_no_wakeup"],
+    ),
+    (
+        "blocking submission: the wait never pays the wake-up its push skipped",
+        "src/completion.rs",
+        "        if self.owes_wake.replace(false) && slot.is_queued() {\n            self.manager.wake();",
+        "        if self.owes_wake.replace(false) && slot.is_queued() {\n            let _ = self.manager;",
+        ["submit_racing_a_sleeping_worker_is_run"],
+    ),
+    (
         "completion: READY stored Relaxed",
         "src/completion.rs",
         "self.state.store(READY, Ordering::Release);",

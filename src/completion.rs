@@ -96,6 +96,9 @@ use crate::unwind::{self, PanicMessage};
 /// one word the worker writes once): the outcome is seen within ~60 ns of its arrival while
 /// the wait spins (see [`Backoff`](crate::sync::Backoff) for what a hint costs).
 const WAIT_PAUSES: u32 = 2;
+/// `spin_loop` hints after which a blocking submission whose task is still queued wakes a
+/// worker (~0.5 µs; step 1a in the module docs).
+const WAIT_SPIN_UNTAKEN: u32 = 16;
 /// `spin_loop` hints after which a wait whose task is still queued behind busy workers parks
 /// (~1 µs; step 1b in the module docs).
 const WAIT_SPIN_QUEUED: u32 = 32;
@@ -485,10 +488,19 @@ impl<T, E> TaskHandle<T, E> {
         self.wait_until(Instant::now().checked_add(timeout), None)
     }
 
-    /// A blocking submission's wait (`submit`): `backlog` tells whether other tasks are
-    /// queued (step 1 in the module docs).
-    pub(crate) fn wait_for_submitted(self, backlog: &dyn Fn() -> bool) -> Result<T, TaskError<E>> {
-        match self.wait_until(None, Some(backlog)) {
+    /// A blocking submission's wait (`submit`): `submitted` looks at its manager's queues and
+    /// wakes its workers; `owes_wake`: its push woke nobody yet (steps 1a and 1b in the
+    /// module docs).
+    pub(crate) fn wait_for_submitted(
+        self,
+        submitted: &dyn Submitted,
+        owes_wake: bool,
+    ) -> Result<T, TaskError<E>> {
+        let submitted = Submission {
+            manager: submitted,
+            owes_wake: std::cell::Cell::new(owes_wake),
+        };
+        match self.wait_until(None, Some(&submitted)) {
             Ok(outcome) => outcome,
             Err(_) => unreachable!("a wait without deadline returns an outcome"),
         }
@@ -497,15 +509,19 @@ impl<T, E> TaskHandle<T, E> {
     fn wait_until(
         self,
         deadline: Option<Instant>,
-        backlog: Option<&dyn Fn() -> bool>,
+        submitted: Option<&Submission<'_>>,
     ) -> Result<Result<T, TaskError<E>>, Self> {
         let owner = self.cell.owner();
         if owner != 0 && crate::shared::current_manager() == owner && self.cell.cancel() {
             return Ok(Err(TaskError::WouldDeadlock));
         }
         // Step 1.
-        if let Some(outcome) = self.spin(backlog) {
+        if let Some(outcome) = self.spin(submitted) {
             return Ok(outcome);
+        }
+        // Step 1a, at the latest: a parked caller cannot pay it.
+        if let Some(submitted) = submitted {
+            submitted.pay_wake(self.slot());
         }
         // Step 2: say so before registering (the order the hint relies on, see module docs).
         self.slot().parked.store(true, Ordering::Relaxed);
@@ -529,10 +545,10 @@ impl<T, E> TaskHandle<T, E> {
     }
 
     /// Step 1 of a blocking wait: polls the slot, `WAIT_PAUSES` `spin_loop` hints apart. The
-    /// outcome, if it came. `backlog`: a blocking submission's look at the queues (`None`
-    /// for a handle). Under loom a spin only multiplies interleavings: straight to the
-    /// blocking path.
-    fn spin(&self, backlog: Option<&dyn Fn() -> bool>) -> Option<Result<T, TaskError<E>>> {
+    /// outcome, if it came. `submitted`: a blocking submission's manager (`None` for a
+    /// handle). Under loom a spin only multiplies interleavings: straight to the blocking
+    /// path.
+    fn spin(&self, submitted: Option<&Submission<'_>>) -> Option<Result<T, TaskError<E>>> {
         if cfg!(loom) {
             return None;
         }
@@ -542,8 +558,17 @@ impl<T, E> TaskHandle<T, E> {
             if let Some(outcome) = slot.try_take() {
                 return Some(outcome);
             }
+            // Step 1a: still queued after ~0.5 µs: nobody was searching, wake a worker.
+            if spent == WAIT_SPIN_UNTAKEN
+                && let Some(submitted) = submitted
+            {
+                submitted.pay_wake(slot);
+            }
             // Step 1b: still queued after ~1 µs, behind busy workers: park.
-            if spent == WAIT_SPIN_QUEUED && slot.is_queued() && backlog.is_none_or(|busy| busy()) {
+            if spent == WAIT_SPIN_QUEUED
+                && slot.is_queued()
+                && submitted.is_none_or(|s| s.manager.backlog())
+            {
                 return None;
             }
             if spent >= WAIT_SPIN {
@@ -556,7 +581,7 @@ impl<T, E> TaskHandle<T, E> {
         }
         // Step 1c: a blocking submission on a pool that was not busy gives its CPU away a few
         // times before it parks, as a worker's search does (see `sync::Backoff`).
-        if backlog.is_some() {
+        if submitted.is_some() {
             for _ in 0..WAIT_YIELDS {
                 thread::yield_now();
                 if let Some(outcome) = slot.try_take() {
@@ -565,6 +590,33 @@ impl<T, E> TaskHandle<T, E> {
             }
         }
         None
+    }
+}
+
+/// What a blocking submission's wait asks of its manager (`submit`; steps 1a and 1b in the
+/// module docs).
+pub(crate) trait Submitted {
+    /// Wakes a worker if one is needed (`Sleep::notify_one`): the wake-up the submission's
+    /// push skipped.
+    fn wake(&self);
+    /// `true` when other tasks are queued besides this one (the workers are busy).
+    fn backlog(&self) -> bool;
+}
+
+/// A blocking submission being waited for: its manager, and whether the wake-up of step 1a
+/// is still owed.
+struct Submission<'a> {
+    manager: &'a dyn Submitted,
+    owes_wake: std::cell::Cell<bool>,
+}
+
+impl Submission<'_> {
+    /// Step 1a: pays the owed wake-up if the task is still queued (once taken, the task
+    /// needs no wake-up, and no other task relies on this one's: see `scheduler::sleep`).
+    fn pay_wake<T, E>(&self, slot: &Slot<T, E>) {
+        if self.owes_wake.replace(false) && slot.is_queued() {
+            self.manager.wake();
+        }
     }
 }
 
@@ -798,7 +850,10 @@ mod tests {
     fn a_parked_wait_gets_its_outcome_and_the_fill_says_it_woke_it() {
         for backlog in [false, true] {
             let (handle, slot) = handle_and_slot::<Vec<u8>, ()>();
-            let waiter = thread::spawn(move || handle.wait_for_submitted(&|| backlog));
+            let waiter = thread::spawn(move || {
+                let manager = FakeManager::new(backlog);
+                handle.wait_for_submitted(&manager, false)
+            });
             while !slot.parked.load(Ordering::Relaxed) {
                 thread::yield_now();
             }
@@ -819,7 +874,7 @@ mod tests {
             assert!(!slot.fill(Ok(3)));
             let outcome = match backlog {
                 None => handle.wait(),
-                Some(backlog) => handle.wait_for_submitted(&move || backlog),
+                Some(backlog) => handle.wait_for_submitted(&FakeManager::new(backlog), true),
             };
             assert_eq!(outcome, Ok(3));
             assert!(!slot.parked.load(Ordering::Relaxed));
@@ -832,14 +887,78 @@ mod tests {
     fn a_wait_for_a_started_task_never_looks_at_the_queues() {
         let (handle, slot) = handle_and_slot::<u8, ()>();
         assert_eq!(slot.claim(), Claim::Held);
-        let waiter = thread::spawn(move || {
-            handle.wait_for_submitted(&|| panic!("looked at the queues for a started task"))
-        });
+        let manager = std::sync::Arc::new(FakeManager::new(false));
+        let waiter = {
+            let manager = manager.clone();
+            thread::spawn(move || handle.wait_for_submitted(&*manager, true))
+        };
         while !slot.parked.load(Ordering::Relaxed) {
             thread::yield_now();
         }
         assert!(slot.fill(Ok(1)));
         assert_eq!(waiter.join().unwrap(), Ok(1));
+        assert_eq!(
+            manager.counts(),
+            (0, 0),
+            "no look, and no wake for a started task"
+        );
+    }
+
+    /// A blocking submission whose task nobody takes pays the wake-up its push skipped, once,
+    /// before it parks; with nothing else queued it also nudges a sleeper (the searcher that
+    /// should have taken the task is not running). A wait that owes nothing wakes nobody.
+    #[test]
+    fn a_wait_for_an_untaken_task_wakes_a_worker_once_before_it_parks() {
+        for owes_wake in [true, false] {
+            let (handle, slot) = handle_and_slot::<u8, ()>();
+            let manager = std::sync::Arc::new(FakeManager::new(false));
+            let waiter = {
+                let manager = manager.clone();
+                thread::spawn(move || handle.wait_for_submitted(&*manager, owes_wake))
+            };
+            while !slot.parked.load(Ordering::Relaxed) {
+                thread::yield_now();
+            }
+            assert_eq!(manager.wakes.load(Ordering::Relaxed), u32::from(owes_wake));
+            assert!(slot.fill(Ok(5)));
+            assert_eq!(waiter.join().unwrap(), Ok(5));
+            assert_eq!(manager.wakes.load(Ordering::Relaxed), u32::from(owes_wake));
+        }
+    }
+
+    /// A manager stand-in for blocking waits: counts wakes and looks.
+    struct FakeManager {
+        backlog: bool,
+        wakes: AtomicU32,
+        looks: AtomicU32,
+    }
+
+    impl FakeManager {
+        fn new(backlog: bool) -> Self {
+            FakeManager {
+                backlog,
+                wakes: AtomicU32::new(0),
+                looks: AtomicU32::new(0),
+            }
+        }
+
+        fn counts(&self) -> (u32, u32) {
+            (
+                self.wakes.load(Ordering::Relaxed),
+                self.looks.load(Ordering::Relaxed),
+            )
+        }
+    }
+
+    impl Submitted for FakeManager {
+        fn wake(&self) {
+            self.wakes.fetch_add(1, Ordering::Relaxed);
+        }
+
+        fn backlog(&self) -> bool {
+            self.looks.fetch_add(1, Ordering::Relaxed);
+            self.backlog
+        }
     }
 
     /// A blocking submission's wait whose task is still queued behind others looks once, and
@@ -847,22 +966,17 @@ mod tests {
     #[test]
     fn a_wait_behind_a_backlog_looks_once_and_parks() {
         let (handle, slot) = handle_and_slot::<u8, ()>();
-        let looks = std::sync::Arc::new(AtomicU32::new(0));
+        let manager = std::sync::Arc::new(FakeManager::new(true));
         let waiter = {
-            let looks = looks.clone();
-            thread::spawn(move || {
-                handle.wait_for_submitted(&|| {
-                    looks.fetch_add(1, Ordering::Relaxed);
-                    true
-                })
-            })
+            let manager = manager.clone();
+            thread::spawn(move || handle.wait_for_submitted(&*manager, false))
         };
         while !slot.parked.load(Ordering::Relaxed) {
             thread::yield_now();
         }
         assert!(slot.fill(Ok(2)));
         assert_eq!(waiter.join().unwrap(), Ok(2));
-        assert_eq!(looks.load(Ordering::Relaxed), 1);
+        assert_eq!(manager.counts(), (0, 1));
     }
 
     /// A wait that times out after parking gives its handle back, and the next wait

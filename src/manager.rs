@@ -208,19 +208,25 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// The one enqueue path: the deadline, admission (queue room, then the shutdown gate),
     /// then one task cell pushed to an injector. A refused task is answered here, on the
     /// caller's thread.
+    ///
+    /// A blocking submission (`blocking`) waits for room in a full bounded queue, and its
+    /// push wakes no worker: `true` comes back when the task was queued, and the caller then
+    /// owes `sleep.notify_one()` unless the task is taken first (`completion`'s step 1a).
+    /// Every other submission wakes a worker here, if one is needed, and gets `false`.
     pub(crate) fn enqueue(
         &self,
         job: JobRef<R, E>,
         priority: bool,
         blocking: bool,
         deadline: Option<Instant>,
-    ) {
+    ) -> bool {
         let shared = &*self.inner.shared;
         // Check (1) of `submit`'s deadlines (the cell carries it for check (3)).
         if let Some(at) = deadline
             && Instant::now() >= at
         {
-            return self.refused(job, TaskError::DeadlineExceeded);
+            self.refused(job, TaskError::DeadlineExceeded);
+            return false;
         }
         if let Some(cap) = &shared.capacity {
             let closed = || shared.lifecycle.is_closed();
@@ -232,7 +238,8 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
                     Reserve::Reserved => true,
                     Reserve::Closed => false,
                     Reserve::DeadlinePassed => {
-                        return self.refused(job, TaskError::DeadlineExceeded);
+                        self.refused(job, TaskError::DeadlineExceeded);
+                        return false;
                     }
                 },
             };
@@ -242,7 +249,8 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
                 } else {
                     TaskError::QueueFull
                 };
-                return self.refused(job, error);
+                self.refused(job, error);
+                return false;
             }
         }
         match shared.admit() {
@@ -251,7 +259,12 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
                 shared
                     .observer()
                     .observe(Event::Arrived { at, priority }, None);
+                if blocking {
+                    shared.push_quietly(Queued { job, ticket }, priority);
+                    return true;
+                }
                 shared.push(Queued { job, ticket }, priority);
+                false
             }
             Err(drained) => {
                 if let Some(cap) = &shared.capacity {
@@ -261,6 +274,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
                     shared.wake_all();
                 }
                 self.refused(job, TaskError::ShuttingDown);
+                false
             }
         }
     }

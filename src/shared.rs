@@ -128,6 +128,18 @@ impl Drop for RunTaskScope {
     }
 }
 
+/// A blocking submission's wait wakes workers and looks at the queues through its manager
+/// (`completion`, steps 1a and 1b).
+impl<R, E> crate::completion::Submitted for Shared<R, E> {
+    fn wake(&self) {
+        self.sleep.notify_one();
+    }
+
+    fn backlog(&self) -> bool {
+        self.queues.priority_len() + self.queues.normal_len() > 1
+    }
+}
+
 impl<R, E> Shared<R, E> {
     /// `kill` has begun. Read per task: the read-mostly `cancelled` flag, set by `kill`
     /// before it closes the lifecycle.
@@ -155,6 +167,15 @@ impl<R, E> Shared<R, E> {
     /// other threads in their order.
     #[inline]
     pub(crate) fn push(&self, queued: Queued<R, E>, priority: bool) {
+        self.push_quietly(queued, priority);
+        self.sleep.notify_one();
+    }
+
+    /// [`push`](Self::push) without the wake-up: the caller owes a `sleep.notify_one()` for
+    /// this task unless the task is taken first (a blocking submission, which waits for it
+    /// anyway: see `completion`'s step 1a).
+    #[inline]
+    pub(crate) fn push_quietly(&self, queued: Queued<R, E>, priority: bool) {
         if priority {
             self.queues.priority.push(queued);
         } else if let Some(local) = self.local_queue() {
@@ -162,7 +183,6 @@ impl<R, E> Shared<R, E> {
         } else {
             self.queues.normal.push(queued);
         }
-        self.sleep.notify_one();
     }
 
     /// This thread's local deque, when it is a worker of this manager running its loop.

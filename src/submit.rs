@@ -331,10 +331,8 @@ where
         None => task::with_handle(body, priority, now, room, owner),
         Some(at) => task::with_handle(Deadline { body, at }, priority, now, room, owner),
     };
-    manager.enqueue(job, priority, true, deadline);
-    // Asked only if the task is still queued after ~1 µs (see `completion`'s module docs):
-    // are other tasks queued besides it?
-    handle.wait_for_submitted(&|| shared.queues.priority_len() + shared.queues.normal_len() > 1)
+    let owes_wake = manager.enqueue(job, priority, true, deadline);
+    handle.wait_for_submitted(shared, owes_wake)
 }
 
 fn handle<R, E, T, B>(

@@ -39,12 +39,13 @@ impl Counted {
 
 /// A minimal client of `Sleep` over a `Counted` queue, making the calls `next_task` makes in
 /// the order it makes them (look, sleep with a re-check, `work_found` after a wake-up that
-/// found work): returns once it took a task. It is not a copy of the worker loop: the model
-/// below checks `Sleep`'s contract for any such caller, and
-/// [`submit_racing_a_sleeping_worker_is_run`] checks the real worker.
-fn find_or_sleep(sleep: &Sleep, queue: &Counted) {
+/// found work): returns `true` once it took a task, `false` when `done` says there is
+/// nothing left to take. It is not a copy of the worker loop: the model below checks
+/// `Sleep`'s contract for any such caller, and [`submit_racing_a_sleeping_worker_is_run`]
+/// checks the real worker.
+fn find_or_sleep(sleep: &Sleep, queue: &Counted, done: &dyn Fn() -> bool) -> bool {
     if queue.take().is_some() {
-        return;
+        return true;
     }
     let mut woken = false;
     loop {
@@ -52,14 +53,22 @@ fn find_or_sleep(sleep: &Sleep, queue: &Counted) {
             if woken {
                 sleep.work_found(queue.has_work());
             }
-            return;
+            return true;
         }
-        match sleep.sleep(|| queue.take().map(Ok)) {
+        if done() {
+            return false;
+        }
+        let slept = sleep.sleep(|| match queue.take() {
+            Some(()) => Some(Ok(())),
+            None if done() => Some(Err(())),
+            None => None,
+        });
+        match slept {
             Slept::Found(()) => {
                 sleep.work_found(queue.has_work());
-                return;
+                return true;
             }
-            Slept::Exit => unreachable!("the re-check never asks to exit"),
+            Slept::Exit => return false,
             Slept::Woken => woken = true,
         }
     }
@@ -67,63 +76,95 @@ fn find_or_sleep(sleep: &Sleep, queue: &Counted) {
 
 /// **Sleep/wake: a submission racing a worker that falls asleep loses no wake-up.**
 ///
-/// A unit model of `Sleep`: a worker thread runs `find_or_sleep` over a queue stand-in that
+/// A unit model of `Sleep`: worker threads run `find_or_sleep` over a queue stand-in that
 /// gives no ordering of its own (`Counted`), while submitters push and `notify_one`. A lost
-/// wake-up leaves the worker blocked on the futex with a task queued: loom reports the
-/// deadlock. Scenarios: one submitter; two submitters (the worker must get both, through the
-/// `WAKE_PENDING` skip and the `work_found` chain). Ends with no sleeper counted.
+/// wake-up leaves a worker blocked on the futex with a task queued: loom reports the
+/// deadlock. Scenarios: one worker and one submitter; one worker and two submitters (the
+/// worker must get both, through the `WAKE_PENDING` skip and the `work_found` chain); two
+/// workers and one submitter of two tasks, the first of which runs until the second is taken
+/// (a parent waiting for its child: the second submission may find a wake-up in flight and
+/// skip its own, and the woken worker must pass it on, or the second task waits behind a
+/// sleeper for good). The worker that takes the last task wakes everyone (as the drained
+/// lifecycle does), so the others exit. Ends with no sleeper counted.
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): one submitter 52 executions, two
-/// submitters 5 897; 0.6 s in all.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): the three scenarios 59, 6 148 and 117 585
+/// executions; 6.2 s in all.
 ///
 /// It bites: without the fence at the top of `notify_one`, loom finds the lost wake-up (the
-/// worker asleep with the task queued, the main thread joining it) in its first executions.
+/// worker asleep with the task queued, the main thread joining it) in its first executions;
+/// without the pass-on (`work_found`), the two-worker scenario leaves the second task queued
+/// behind a sleeper.
 pub fn submit_racing_a_worker_falling_asleep_loses_no_wakeup() {
-    for submitters in [1, 2] {
-        explore(&format!("sleep: {submitters} submitter(s)"), move || {
-            let sleep = StdArc::new(Sleep::new());
-            let queue = StdArc::new(Counted(AtomicUsize::new(0)));
-            let worker = {
-                let (sleep, queue) = (sleep.clone(), queue.clone());
-                thread::spawn(move || {
-                    for _ in 0..submitters {
-                        find_or_sleep(&sleep, &queue);
-                    }
-                })
-            };
-            let others: Vec<_> = (1..submitters)
-                .map(|_| {
-                    let (sleep, queue) = (sleep.clone(), queue.clone());
-                    thread::spawn(move || {
-                        queue.push();
-                        sleep.notify_one();
+    for (workers, submitters, tasks) in [(1, 1, 1), (1, 2, 2), (2, 1, 2)] {
+        explore(
+            &format!("sleep: {workers} worker(s), {submitters} submitter(s), {tasks} task(s)"),
+            move || {
+                let sleep = StdArc::new(Sleep::new());
+                let queue = StdArc::new(Counted(AtomicUsize::new(0)));
+                let taken = StdArc::new(AtomicUsize::new(0));
+                // With two workers, a task taken before the last one runs until the last one
+                // is taken (a parent waiting for its child): only the other worker can take
+                // it.
+                let all_taken = StdArc::new(Gate::default());
+                let parallel = workers > 1;
+                let workers: Vec<_> = (0..workers)
+                    .map(|_| {
+                        let (sleep, queue, taken) = (sleep.clone(), queue.clone(), taken.clone());
+                        let all_taken = all_taken.clone();
+                        thread::spawn(move || {
+                            let done = || taken.load(Ordering::SeqCst) == tasks;
+                            while find_or_sleep(&sleep, &queue, &done) {
+                                if taken.fetch_add(1, Ordering::SeqCst) + 1 == tasks {
+                                    all_taken.update(|s| s.0 = true);
+                                    sleep.wake_all();
+                                } else if parallel {
+                                    all_taken.wait_for(|s| s.0);
+                                }
+                            }
+                        })
                     })
-                })
-                .collect();
-            queue.push();
-            sleep.notify_one();
-            for t in others {
-                t.join().unwrap();
-            }
-            worker.join().unwrap();
-            assert!(!queue.has_work(), "the worker took every task");
-            assert_eq!(sleep.sleepers(), 0);
-        });
+                    .collect();
+                let per_submitter = tasks / submitters;
+                let others: Vec<_> = (1..submitters)
+                    .map(|_| {
+                        let (sleep, queue) = (sleep.clone(), queue.clone());
+                        thread::spawn(move || {
+                            for _ in 0..per_submitter {
+                                queue.push();
+                                sleep.notify_one();
+                            }
+                        })
+                    })
+                    .collect();
+                for _ in 0..per_submitter {
+                    queue.push();
+                    sleep.notify_one();
+                }
+                for t in others.into_iter().chain(workers) {
+                    t.join().unwrap();
+                }
+                assert!(!queue.has_work(), "the workers took every task");
+                assert_eq!(taken.load(Ordering::SeqCst), tasks);
+                assert_eq!(sleep.sleepers(), 0);
+            },
+        );
     }
 }
 
 /// **A submission racing the real worker as it falls asleep is run.**
 ///
 /// A one-worker manager, built for real; its worker thread runs the shipped loop (search,
-/// spin, sleep) while submitters (the main thread, and in the second scenario one more
-/// thread) each submit a task through `queue_task_async` and wait on its handle. A lost
-/// wake-up leaves a handle waiting forever: loom reports the deadlock. Then `stop`.
+/// spin, sleep) while submitters each submit a task: the main thread a blocking
+/// `queue_task` (its push wakes nobody; the wait pays the wake-up it owes, see
+/// `completion`'s step 1a), and in the second scenario one more thread through
+/// `queue_task_async`, waiting on its handle. A lost wake-up leaves a caller waiting
+/// forever: loom reports the deadlock. Then `stop`.
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): one submitter 3 701 executions, two
-/// submitters 72 133; 10.5 s in all.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): one submitter 4 719 executions, two
+/// submitters 86 879; 8.7 s in all.
 ///
 /// It bites: without the fence at the top of `notify_one` this model fails too (in its first
-/// second).
+/// second); so it does when a blocking submission's wait never pays the wake-up it owes.
 pub fn submit_racing_a_sleeping_worker_is_run() {
     for submitters in [1, 2] {
         explore(
@@ -141,7 +182,7 @@ pub fn submit_racing_a_sleeping_worker_is_run() {
                         })
                     })
                     .collect();
-                let outcome = manager.queue_task_async(tallies[0].body(0)).wait();
+                let outcome = manager.queue_task(tallies[0].body(0));
                 tallies[0].record(&outcome);
                 for t in others {
                     t.join().unwrap();
