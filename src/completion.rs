@@ -33,6 +33,14 @@
 //! [`TaskHandle::wait`] (and every blocking `queue_task*`, which waits on a handle):
 //! 1. *Spin*: poll the slot with `spin_loop` hints, up to ~4 µs (an idle round trip is
 //!    ~0.3 µs; a futex sleep and wake costs 4–47 µs, DESIGN.md §5), except:
+//!    - (1a) a blocking submission's push wakes no worker (`TaskManager::enqueue`): a worker
+//!      that is searching takes the task within a few hundred nanoseconds, and the wake-up
+//!      syscall (which on this machine costs the caller several microseconds when it must
+//!      bring a halted CPU back) would only delay the caller's own wait. The caller owes
+//!      that wake-up: after ~0.5 µs with its task still queued it calls `notify_one`, and
+//!      at the latest before it parks. Once the task is taken it owes nothing: a wake-up is
+//!      for the task it follows, and no other task's relies on it (`scheduler::sleep`). The
+//!      loom model `submit_racing_a_sleeping_worker_is_run` submits this way.
 //!    - (1b) when after ~1 µs the task is still queued, and other tasks are queued too, every
 //!      worker is busy: park now. Never `yield_now`, never spin on: on a machine whose cores
 //!      are all held by pinned busy workers, a yield hands the caller's CPU to the worker
