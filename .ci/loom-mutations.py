@@ -158,27 +158,6 @@ MUTATIONS = [
         ["a_full_queue_waiter_is_answered_when_stop_begins"],
     ),
     (
-        "cell cache: a magazine put in the depot Relaxed",
-        "src/cells.rs",
-        ".compare_exchange(ptr::null_mut(), head, Ordering::Release, Ordering::Relaxed)",
-        ".compare_exchange(ptr::null_mut(), head, Ordering::Relaxed, Ordering::Relaxed)",
-        [
-            "cell_cache_magazines_put_racing_a_take_have_one_owner",
-            "cell_cache_two_takes_racing_for_one_magazine_have_one_owner",
-        ],
-    ),
-    (
-        "cell cache: a magazine taken from the depot by a load and a store, not one swap",
-        "src/cells.rs",
-        "NonNull::new(slot.swap(ptr::null_mut(), Ordering::Acquire))",
-        "NonNull::new({\n"
-        "                    let head = slot.load(Ordering::Acquire);\n"
-        "                    slot.store(ptr::null_mut(), Ordering::Relaxed);\n"
-        "                    head\n"
-        "                })",
-        ["cell_cache_two_takes_racing_for_one_magazine_have_one_owner"],
-    ),
-    (
         "cell cache: a shared cell's last owner does not acquire the other's uses",
         "src/cells.rs",
         "owners.fetch_sub(1, Ordering::Release) != 1 {\n            return;\n        }\n"

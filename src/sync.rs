@@ -46,17 +46,13 @@
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{
-    AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence,
+    AtomicBool, AtomicIsize, AtomicU32, AtomicUsize, Ordering, fence,
 };
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 #[cfg(loom)]
 pub(crate) use self::seq_cst::{AtomicBool, AtomicIsize, AtomicU32, AtomicUsize};
-/// Loom's own, not wrapped by `seq_cst`: no `SeqCst` operation is made on one (the cell
-/// cache's depot, `cells`, uses `Release`/`Acquire` only).
-#[cfg(loom)]
-pub(crate) use loom::sync::atomic::AtomicPtr;
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{Ordering, fence};
 #[cfg(loom)]
