@@ -631,16 +631,26 @@ pub(crate) mod deque {
         /// small (every worker's search looks at every queue). The weak-memory side of "a push
         /// racing a look" is the sleep protocol's; its own model checks it with a queue that
         /// gives no ordering at all.
+        ///
+        /// A LIFO worker deque (`lifo`) has its owner pop the newest task (the back), while
+        /// stealers take the oldest (the front), and a batch moved into it is put so that its
+        /// owner pops it in the batch's order, as `crossbeam-deque` does.
         struct Queue<T> {
             tasks: std::sync::Mutex<VecDeque<T>>,
             handoff: AtomicUsize,
+            lifo: bool,
         }
 
         impl<T> Queue<T> {
             fn new() -> Self {
+                Self::with_flavor(false)
+            }
+
+            fn with_flavor(lifo: bool) -> Self {
                 Queue {
                     tasks: std::sync::Mutex::new(VecDeque::new()),
                     handoff: AtomicUsize::new(0),
+                    lifo,
                 }
             }
 
@@ -664,7 +674,23 @@ pub(crate) mod deque {
 
             fn push_all(&self, batch: VecDeque<T>) {
                 self.handoff.fetch_add(1, Ordering::AcqRel);
-                self.tasks().extend(batch);
+                if self.lifo {
+                    self.tasks().extend(batch.into_iter().rev());
+                } else {
+                    self.tasks().extend(batch);
+                }
+            }
+
+            /// The owner's pop: the newest task of a LIFO deque, else the oldest.
+            fn pop_own(&self) -> Option<T> {
+                if !self.lifo {
+                    return self.pop();
+                }
+                if self.is_empty() {
+                    return None;
+                }
+                self.handoff.fetch_add(1, Ordering::AcqRel);
+                self.tasks().pop_back()
             }
 
             /// Takes up to `n` tasks from the front (none if the queue is empty).
@@ -728,19 +754,22 @@ pub(crate) mod deque {
             }
         }
 
-        /// A worker's own FIFO deque.
+        /// A worker's own deque.
         pub(crate) struct Worker<T>(StdArc<Queue<T>>);
 
         #[allow(dead_code)] // the surface the scheduler may use
         impl<T> Worker<T> {
             pub(crate) fn new_fifo() -> Self {
-                Worker(StdArc::new(Queue::new()))
+                Worker(StdArc::new(Queue::with_flavor(false)))
+            }
+            pub(crate) fn new_lifo() -> Self {
+                Worker(StdArc::new(Queue::with_flavor(true)))
             }
             pub(crate) fn push(&self, task: T) {
                 self.0.push(task);
             }
             pub(crate) fn pop(&self) -> Option<T> {
-                self.0.pop()
+                self.0.pop_own()
             }
             pub(crate) fn stealer(&self) -> Stealer<T> {
                 Stealer(self.0.clone())

@@ -302,3 +302,102 @@ fn a_task_chain_on_one_worker_does_not_starve_outside_work() {
         "the outside task waited for {at} links of the chain (the chain stops at {CHAIN_LIMIT})"
     );
 }
+
+/// Work made inside tasks runs newest first on its worker (the local deque is LIFO), yet a
+/// task chain that keeps making work cannot starve older work made on the same worker: the
+/// worker takes its own oldest task every so often, so a task made before the chain started
+/// runs after a bounded number of links, not only once the chain ends.
+#[test]
+fn a_task_chain_does_not_starve_older_work_made_on_its_worker() {
+    /// Links after which the chain stops on its own (far more than the fairness interval).
+    const CHAIN_LIMIT: u64 = 100_000;
+    let counts = Counts::new();
+    let m = fixed(&counts, 1);
+    let links = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let older_ran = Arc::new(AtomicBool::new(false));
+
+    fn link(
+        m: tasker::TaskManager<Conn, DbError>,
+        links: Arc<std::sync::atomic::AtomicU64>,
+        older_ran: Arc<AtomicBool>,
+        done: mpsc::Sender<()>,
+    ) {
+        let next = m.clone();
+        m.queue_task_with_callback(
+            move |_: &mut Conn, _: &TaskContext| {
+                let n = links.fetch_add(1, Ordering::SeqCst) + 1;
+                if n < CHAIN_LIMIT && !older_ran.load(Ordering::SeqCst) {
+                    link(next.clone(), links.clone(), older_ran.clone(), done.clone());
+                } else {
+                    done.send(()).unwrap();
+                }
+                Ok(())
+            },
+            |_| {},
+        );
+    }
+
+    // One task makes the older task first, then the chain's first link: both on the worker's
+    // own deque, the link on top.
+    let (done_tx, done_rx) = mpsc::channel();
+    let (older_links_tx, older_links_rx) = mpsc::channel();
+    let (mm, l, ran) = (m.clone(), links.clone(), older_ran.clone());
+    m.queue_task_with_callback(
+        move |_: &mut Conn, _: &TaskContext| {
+            let (l2, ran2, tx) = (l.clone(), ran.clone(), older_links_tx.clone());
+            mm.queue_task_with_callback(
+                move |_: &mut Conn, _: &TaskContext| {
+                    tx.send(l2.load(Ordering::SeqCst)).unwrap();
+                    ran2.store(true, Ordering::SeqCst);
+                    Ok(())
+                },
+                |_| {},
+            );
+            link(mm.clone(), l.clone(), ran.clone(), done_tx.clone());
+            Ok(())
+        },
+        |_| {},
+    );
+    done_rx.recv_timeout(TIMEOUT).expect("the chain ended");
+    let at = older_links_rx
+        .recv_timeout(TIMEOUT)
+        .expect("the older task ran");
+    m.stop().unwrap();
+    assert!(
+        at < 1_000,
+        "the older task waited for {at} links of the chain (the chain stops at {CHAIN_LIMIT})"
+    );
+}
+
+/// Work made inside a task runs newest first on its worker: a parent that makes three
+/// children (on a manager with one worker) sees them run in the reverse of the order it made
+/// them.
+#[test]
+fn work_made_inside_a_task_runs_newest_first() {
+    let counts = Counts::new();
+    let m = fixed(&counts, 1);
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (done_tx, done_rx) = mpsc::channel();
+    let (mm, o) = (m.clone(), order.clone());
+    m.queue_task_with_callback(
+        move |_: &mut Conn, _: &TaskContext| {
+            for child in 0..3 {
+                let (o2, tx) = (o.clone(), done_tx.clone());
+                mm.queue_task_with_callback(
+                    move |_: &mut Conn, _: &TaskContext| {
+                        o2.lock().unwrap().push(child);
+                        Ok(())
+                    },
+                    move |_| tx.send(()).unwrap(),
+                );
+            }
+            Ok(())
+        },
+        |_| {},
+    );
+    for _ in 0..3 {
+        done_rx.recv_timeout(TIMEOUT).expect("a child ran");
+    }
+    m.stop().unwrap();
+    assert_eq!(*order.lock().unwrap(), [2, 1, 0]);
+}

@@ -1,6 +1,6 @@
 //! The queues and the order a worker looks in them.
 //!
-//! Two global injectors (priority, normal) and one local FIFO deque per worker, whose
+//! Two global injectors (priority, normal) and one local LIFO deque per worker, whose
 //! [`Stealer`]s every worker holds. Submissions from other threads go to `normal` or
 //! `priority`, retries go to `priority`. A normal task submitted on a worker of the manager
 //! (inside a task, a callback, a hook) goes to that worker's own deque (`Shared::push`), and
@@ -9,18 +9,23 @@
 //!
 //! A worker looks, in order ([`Queues::find_task`]):
 //! 1. the priority injector, one task;
-//! 2. its local deque;
-//! 3. the normal injector, a batch moved into the local deque;
-//! 4. its peers' deques, starting after itself, a batch each.
+//! 2. its local deque, the newest task;
+//! 3. the normal injector, a batch moved into the local deque (which its owner then pops in
+//!    the injector's order: `crossbeam-deque` puts a batch into a LIFO deque reversed);
+//! 4. its peers' deques, starting after itself, a batch each from the oldest end.
 //!
-//! Every [`INJECTOR_INTERVAL`]th look, steps 2 and 3 swap.
+//! Every [`INJECTOR_INTERVAL`]th look, step 3 comes first, followed by the *oldest* task of
+//! its own deque (through its own stealer), then the usual order.
 //!
 //! Because step 1 comes before every pick, a priority task starts before any normal task that
 //! is still queued when it arrives (local deques included). Work made inside tasks runs on its
-//! worker in the order it was made, ahead of what the injector holds; but a worker whose tasks
-//! keep making work still takes a task from the injector every [`INJECTOR_INTERVAL`] picks, so
-//! a task chain cannot starve work queued from outside (peers, which look at the injector
-//! before stealing, take it sooner when they are free).
+//! worker newest first (depth first, as in rayon: a tree of tasks keeps a small working set
+//! whose cells are still in this CPU's cache), ahead of what the injector holds, while idle
+//! peers steal the oldest (the largest pieces of a tree). A worker whose tasks keep making work
+//! still takes a task from the injector, and its own oldest task, every [`INJECTOR_INTERVAL`]
+//! picks, so a task chain can starve neither work queued from outside nor work made before it
+//! on the same worker (peers, which look at the injector before stealing, take both sooner
+//! when they are free).
 
 pub(crate) mod capacity;
 pub(crate) mod sleep;
@@ -50,7 +55,7 @@ pub(crate) const INJECTOR_INTERVAL: u32 = 61;
 impl<R, E> Queues<R, E> {
     /// Makes the injectors and `n` local deques; the deques go to their workers' threads.
     pub(crate) fn new(n: usize) -> (Self, Vec<Worker<Queued<R, E>>>) {
-        let locals: Vec<_> = (0..n).map(|_| Worker::new_fifo()).collect();
+        let locals: Vec<_> = (0..n).map(|_| Worker::new_lifo()).collect();
         let stealers = locals.iter().map(Worker::stealer).collect();
         let queues = Queues {
             priority: Injector::new(),
@@ -78,6 +83,13 @@ impl<R, E> Queues<R, E> {
             }
             if injector_first {
                 match self.normal.steal_batch_and_pop(local) {
+                    Steal::Success(job) => return Some(job),
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+                // The oldest task of its own deque (a pop takes the newest), through its own
+                // stealer: work made long ago is not starved by tasks that keep making more.
+                match self.stealers[me].steal() {
                     Steal::Success(job) => return Some(job),
                     Steal::Retry => retry = true,
                     Steal::Empty => {}
