@@ -258,7 +258,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
                 let at = job.queued_at();
                 shared
                     .observer()
-                    .observe(Event::Arrived { at, priority }, None);
+                    .observe(Event::Arrived { at, priority }, shared.own_tally());
                 if blocking {
                     shared.push_quietly(Queued { job, ticket }, priority);
                     return true;

@@ -121,7 +121,7 @@ impl Observer<'_> {
         let metrics = self.metrics;
         match event {
             Event::Arrived { at, priority } => {
-                metrics.arrival(at);
+                metrics.arrival(at, own);
                 self.collect(|c| c.record_arrival(priority));
             }
             Event::Ended(end) => {

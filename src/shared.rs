@@ -257,6 +257,13 @@ impl<R, E> Shared<R, E> {
         }
     }
 
+    /// The calling worker's own tally (it is its only writer), or `None` off the workers.
+    #[inline]
+    pub(crate) fn own_tally(&self) -> Option<&crate::metrics::Tally> {
+        self.is_current_worker()
+            .then(|| &self.workers[WORKER_INDEX.with(|c| c.get())].metrics.tally)
+    }
+
     /// Enters the lifecycle gate on the calling thread's shard (see `lifecycle`).
     #[inline]
     pub(crate) fn admit(&self) -> Result<Admitted, Finished> {

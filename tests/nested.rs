@@ -401,3 +401,34 @@ fn work_made_inside_a_task_runs_newest_first() {
     m.stop().unwrap();
     assert_eq!(*order.lock().unwrap(), [2, 1, 0]);
 }
+
+/// Tasks made on a worker are counted where its own tally keeps them, and a snapshot adds
+/// them to the outside submissions: every task arrived once, and the arrival rate sees them.
+#[test]
+fn tasks_made_inside_tasks_are_counted_as_arrived() {
+    const CHILDREN: u64 = 10;
+    let counts = Counts::new();
+    let m = fixed(&counts, 2);
+    let (done_tx, done_rx) = mpsc::channel();
+    let mm = m.clone();
+    m.queue_task_with_callback(
+        move |_: &mut Conn, _: &TaskContext| {
+            for _ in 0..CHILDREN {
+                let tx = done_tx.clone();
+                mm.queue_task_with_callback(
+                    |_: &mut Conn, _: &TaskContext| Ok(()),
+                    move |r: Outcome<()>| tx.send(r.is_ok()).unwrap(),
+                );
+            }
+            Ok(())
+        },
+        |_| {},
+    );
+    for _ in 0..CHILDREN {
+        assert!(done_rx.recv_timeout(TIMEOUT).unwrap(), "a child completed");
+    }
+    let snapshot = m.metrics();
+    assert_eq!(snapshot.total_tasks_arrived, CHILDREN + 1);
+    assert!(snapshot.task_arrival_rate > 0.0);
+    m.stop().unwrap();
+}

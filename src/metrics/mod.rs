@@ -6,8 +6,10 @@
 //! - Each worker owns one cache-padded [`WorkerMetrics`] and is its only writer: totals and
 //!   rate windows are single-writer atomics (a load and a store, no read-modify-write), its
 //!   latency histograms are local and published on a tick ([`recorder`]).
-//! - Arrivals are counted by submitters into [`Metrics::arrivals`], a few sharded windows, so
-//!   concurrent submitters mostly write different cache lines.
+//! - Arrivals from other threads are counted by submitters into [`Metrics::arrivals`], a few
+//!   sharded windows (read-modify-write), so concurrent submitters mostly write different
+//!   cache lines; a task made on a worker (inside a task, a callback, a hook) is counted in
+//!   that worker's own tally, single-writer like the rest of it.
 //! - `run_task` outcomes are counted by callers into [`Metrics::outside`] (read-modify-write,
 //!   since many threads share it; `run_task` latencies are the caller's own and are not
 //!   recorded in the histograms).
@@ -74,6 +76,11 @@ pub(crate) struct Tally {
     pub(crate) retries: Window,
     /// Nanoseconds spent running tasks (recorded only while bursting is on).
     pub(crate) busy: Window,
+    /// Tasks accepted on this worker's thread (made inside its tasks, callbacks or hooks); a
+    /// worker's own tally only. Submissions from other threads count in the sharded
+    /// [`Metrics`] counters.
+    pub(crate) arrived: AtomicU64,
+    pub(crate) arrivals: Window,
 }
 
 /// A worker's metrics: its tally and its published histograms.
@@ -99,20 +106,20 @@ impl Tally {
         match ended {
             Ended::Completed => {
                 bump(&self.completed);
-                self.completions.record(tick);
+                self.completions.record_n_single_writer(tick, 1);
             }
             Ended::Failed => {
                 bump(&self.failed);
-                self.failures.record(tick);
+                self.failures.record_n_single_writer(tick, 1);
             }
             Ended::Panicked => {
                 bump(&self.failed);
                 bump_release(&self.panicked);
-                self.failures.record(tick);
+                self.failures.record_n_single_writer(tick, 1);
             }
             Ended::Retried => {
                 bump(&self.retried);
-                self.retries.record(tick);
+                self.retries.record_n_single_writer(tick, 1);
             }
         }
     }
@@ -221,12 +228,22 @@ impl Metrics {
         self.clock.now()
     }
 
-    /// A task was accepted at `at`.
+    /// A task was accepted at `at`; `own`: the calling worker's tally (single writer), `None`
+    /// off the workers (a thread's shard, read-modify-write).
     #[inline]
-    pub(crate) fn arrival(&self, at: Stamp) {
-        let s = thread_shard();
-        self.arrived[s].fetch_add(1, Ordering::Relaxed);
-        self.arrivals[s].record(self.ticks.tick(at));
+    pub(crate) fn arrival(&self, at: Stamp, own: Option<&Tally>) {
+        let tick = self.ticks.tick(at);
+        match own {
+            Some(tally) => {
+                bump(&tally.arrived);
+                tally.arrivals.record_n_single_writer(tick, 1);
+            }
+            None => {
+                let s = thread_shard();
+                self.arrived[s].fetch_add(1, Ordering::Relaxed);
+                self.arrivals[s].record(tick);
+            }
+        }
         #[cfg(feature = "metrics")]
         self.facade.arrival();
     }
@@ -249,19 +266,22 @@ impl Metrics {
     /// A worker ran a task for `exec_nanos`, ending at `at_nanos` (for the burst controller).
     #[inline]
     pub(crate) fn worker_busy(&self, tally: &Tally, exec_nanos: u64, at_nanos: u64) {
-        tally.busy.record_n(self.ticks.tick(at_nanos), exec_nanos);
+        tally
+            .busy
+            .record_n_single_writer(self.ticks.tick(at_nanos), exec_nanos);
     }
 
     /// The load over the window ending now, as the burst controller reads it.
     pub(crate) fn load<'a>(&self, workers: impl Iterator<Item = &'a WorkerMetrics>) -> Load {
         let nanos = self.now();
         let tick = self.ticks.tick(nanos);
-        let (mut ended, mut busy) = (0, 0);
+        let (mut ended, mut busy, mut arrivals) = (0, 0, 0);
         for w in workers {
             ended += w.tally.completions.count(tick) + w.tally.failures.count(tick);
             busy += w.tally.busy.count(tick);
+            arrivals += w.tally.arrivals.count(tick);
         }
-        let arrivals = self.arrivals.iter().map(|w| w.count(tick)).sum();
+        arrivals += self.arrivals.iter().map(|w| w.count(tick)).sum::<u64>();
         Load {
             arrival_rate: window::rate(arrivals, &self.ticks, nanos),
             ended_rate: window::rate(ended, &self.ticks, nanos),
@@ -329,6 +349,7 @@ impl Metrics {
         let mut exec = new_histogram();
         let mut wait = new_histogram();
         let (mut completions, mut failures, mut retries) = (0, 0, 0);
+        let (mut arrived, mut arrivals) = (0, 0);
         let mut add_tally = |t: &Tally, m: &mut TaskMetrics| {
             // `panicked` before `failed`, with `Acquire`: see `Tally::panicked`.
             m.total_tasks_panicked += t.panicked.load(Ordering::Acquire);
@@ -342,6 +363,8 @@ impl Metrics {
             completions += t.completions.count(tick);
             failures += t.failures.count(tick);
             retries += t.retries.count(tick);
+            arrived += t.arrived.load(Ordering::Relaxed);
+            arrivals += t.arrivals.count(tick);
         };
         for w in workers {
             add_tally(&w.tally, &mut m);
@@ -351,14 +374,19 @@ impl Metrics {
         }
         add_tally(&self.outside, &mut m);
         m.total_user_panics = self.user_panics.load(Ordering::Relaxed);
-        m.total_tasks_arrived = self.arrived.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+        m.total_tasks_arrived = arrived
+            + self
+                .arrived
+                .iter()
+                .map(|a| a.load(Ordering::Relaxed))
+                .sum::<u64>();
 
         let ended = m.total_tasks_completed + m.total_tasks_failed;
         if ended > 0 {
             m.success_rate = m.total_tasks_completed as f64 / ended as f64;
             m.failure_rate = m.total_tasks_failed as f64 / ended as f64;
         }
-        let arrivals = self.arrivals.iter().map(|w| w.count(tick)).sum();
+        let arrivals = arrivals + self.arrivals.iter().map(|w| w.count(tick)).sum::<u64>();
         m.task_arrival_rate = window::rate(arrivals, &self.ticks, nanos);
         m.task_completion_rate = window::rate(completions, &self.ticks, nanos);
         m.task_failure_rate = window::rate(failures, &self.ticks, nanos);

@@ -92,31 +92,54 @@ impl Window {
     }
 
     /// Adds `n` at `tick` (for sums such as busy nanoseconds). Saturates at 2^40 - 1 a bucket.
+    /// Any thread may record: a compare-and-swap per event.
     #[inline]
     pub(crate) fn record_n(&self, tick: u64, n: u64) {
         let bucket = &self.buckets[(tick % BUCKETS as u64) as usize];
-        let t = tag(tick);
-        let n = n.min(COUNT_MASK);
         let mut current = bucket.load(Ordering::Relaxed);
         loop {
-            let current_tag = current >> COUNT_BITS;
-            let next = if current_tag == t {
-                let count = ((current & COUNT_MASK) + n).min(COUNT_MASK);
-                (t << COUNT_BITS) | count
-            } else if current != 0 && tag_distance(t, current_tag) < STALE_TOLERANCE {
-                // The bucket counts a tick a little ahead of this one: this recorder stalled
-                // between reading the clock and recording, and its event is too old. (A tag
-                // further "ahead" is really a bucket left alone so long that its tag wrapped
-                // around: restart it.)
+            let Some(next) = Self::added(current, tick, n) else {
                 return;
-            } else {
-                (t << COUNT_BITS) | n
             };
             match bucket.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
             {
                 Ok(_) => return,
                 Err(actual) => current = actual,
             }
+        }
+    }
+
+    /// [`record_n`](Self::record_n) for a window with one writer (a worker's own tally): a
+    /// load and a store, no read-modify-write (a locked instruction waits for every store
+    /// before it to leave the CPU, and on the task path those include the task cell's). Other
+    /// threads only read it (`count`), and see each bucket's old or new word, never a torn
+    /// one.
+    #[inline]
+    pub(crate) fn record_n_single_writer(&self, tick: u64, n: u64) {
+        let bucket = &self.buckets[(tick % BUCKETS as u64) as usize];
+        let current = bucket.load(Ordering::Relaxed);
+        if let Some(next) = Self::added(current, tick, n) {
+            bucket.store(next, Ordering::Relaxed);
+        }
+    }
+
+    /// The bucket word after adding `n` at `tick` to `current`; `None` to drop the event.
+    #[inline]
+    fn added(current: u64, tick: u64, n: u64) -> Option<u64> {
+        let t = tag(tick);
+        let n = n.min(COUNT_MASK);
+        let current_tag = current >> COUNT_BITS;
+        if current_tag == t {
+            let count = ((current & COUNT_MASK) + n).min(COUNT_MASK);
+            Some((t << COUNT_BITS) | count)
+        } else if current != 0 && tag_distance(t, current_tag) < STALE_TOLERANCE {
+            // The bucket counts a tick a little ahead of this one: this recorder stalled
+            // between reading the clock and recording, and its event is too old. (A tag
+            // further "ahead" is really a bucket left alone so long that its tag wrapped
+            // around: restart it.)
+            None
+        } else {
+            Some((t << COUNT_BITS) | n)
         }
     }
 
@@ -218,6 +241,25 @@ mod tests {
         w.record(3);
         w.record(13); // same bucket, one window later
         assert_eq!(w.count(13), 1);
+    }
+
+    /// The single-writer record keeps the same books as the shared one: counts, a reused
+    /// bucket that restarts, and a stale event dropped.
+    #[test]
+    fn the_single_writer_record_counts_as_the_shared_one_does() {
+        let (shared, single) = (Window::default(), Window::default());
+        for tick in [3, 3, 4, 13, 3, 14, 14, 5] {
+            shared.record_n(tick, 2);
+            single.record_n_single_writer(tick, 2);
+        }
+        for tick in [5, 13, 14, 20] {
+            assert_eq!(single.count(tick), shared.count(tick), "at tick {tick}");
+        }
+        assert_eq!(
+            single.count(14),
+            6 + 2,
+            "ticks 13, 14, 14 and the 5 before them"
+        );
     }
 
     #[test]
