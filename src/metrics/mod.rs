@@ -6,9 +6,9 @@
 //! - Each worker owns one cache-padded [`WorkerMetrics`] and is its only writer: totals and
 //!   rate windows are single-writer atomics (a load and a store, no read-modify-write), its
 //!   latency histograms are local and published on a tick ([`recorder`]).
-//! - Arrivals from other threads are counted by submitters into [`Metrics::arrivals`], a few
-//!   sharded windows (read-modify-write), so concurrent submitters mostly write different
-//!   cache lines; a task made on a worker (inside a task, a callback, a hook) is counted in
+//! - Arrivals from other threads are counted by submitters into [`Metrics::arrivals`],
+//!   sharded windows: the first eight submitting threads alive at a time each own one (plain
+//!   loads and stores), later ones share the other eight (read-modify-write); a task made on a worker (inside a task, a callback, a hook) is counted in
 //!   that worker's own tally, single-writer like the rest of it.
 //! - `run_task` outcomes are counted by callers into [`Metrics::outside`] (read-modify-write,
 //!   since many threads share it; `run_task` latencies are the caller's own and are not
@@ -39,11 +39,19 @@ use window::{Ticks, Window};
 /// Arrival windows; submitters spread over them by thread ([`thread_shard`]). The lifecycle
 /// spreads threads other than workers over as many counts.
 #[cfg(not(loom))]
-pub(crate) const ARRIVAL_SHARDS: usize = 8;
+pub(crate) const ARRIVAL_SHARDS: usize = 16;
 /// One under loom: models stay small (arrivals are statistics, not protocol), and the shard
 /// never depends on the std counter below, which outlives each model execution.
 #[cfg(loom)]
 pub(crate) const ARRIVAL_SHARDS: usize = 1;
+
+/// Shards `0..OWNED_SHARDS` each belong to one live thread at a time (its only writer: plain
+/// loads and stores, no read-modify-write); the rest are shared by the threads that came
+/// when all of those were taken (read-modify-write).
+#[cfg(not(loom))]
+pub(crate) const OWNED_SHARDS: usize = 8;
+#[cfg(loom)]
+pub(crate) const OWNED_SHARDS: usize = 0;
 
 /// A total or window written by one thread only: a plain load and store.
 #[inline]
@@ -167,24 +175,72 @@ impl Tally {
     }
 }
 
+/// Which owned shards a live thread holds. A thread takes a free one on its first
+/// submission (`Acquire`) and gives it back when it exits (`Release`, from its thread-local's
+/// destructor): everything the last owner wrote to the shard happens before the next owner's
+/// first plain load of it.
+#[cfg(not(loom))]
+static SHARD_OWNERS: [std::sync::atomic::AtomicBool; OWNED_SHARDS] =
+    [const { std::sync::atomic::AtomicBool::new(false) }; OWNED_SHARDS];
+
+/// A thread's shard; gives an owned one back when the thread exits.
+struct ShardSlot(Cell<usize>);
+
+impl Drop for ShardSlot {
+    fn drop(&mut self) {
+        #[cfg(not(loom))]
+        if let Some(owned) = SHARD_OWNERS.get(self.0.get()) {
+            owned.store(false, Ordering::Release);
+        }
+    }
+}
+
 crate::sync::thread_local! {
-    /// This thread's arrival shard, picked round-robin on first use.
-    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// This thread's arrival shard, picked on first use.
+    static SHARD: ShardSlot = const { ShardSlot(Cell::new(usize::MAX)) };
 }
 static NEXT_SHARD: StdAtomicUsize = StdAtomicUsize::new(0);
 
-/// This thread's shard, below [`ARRIVAL_SHARDS`]: threads take them round-robin on first use.
+/// This thread's shard, below [`ARRIVAL_SHARDS`]: a free owned one on first use, else one of
+/// the shared ones, round-robin. A thread whose thread-locals are being torn down uses a
+/// shared one.
 #[inline]
 #[cfg_attr(loom, allow(clippy::modulo_one))] // one shard under loom: always shard 0
 pub(crate) fn thread_shard() -> usize {
-    SHARD.with(|s| {
-        let mut v = s.get();
-        if v == usize::MAX {
-            v = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % ARRIVAL_SHARDS;
-            s.set(v);
+    SHARD
+        .try_with(|s| {
+            let mut v = s.0.get();
+            if v == usize::MAX {
+                v = pick_shard();
+                s.0.set(v);
+            }
+            v
+        })
+        .unwrap_or(OWNED_SHARDS)
+}
+
+/// Whether shard `s` is owned by the calling thread (so written by it alone).
+#[inline]
+#[cfg_attr(loom, allow(clippy::absurd_extreme_comparisons))] // none is owned under loom
+fn is_owned(s: usize) -> bool {
+    s < OWNED_SHARDS
+}
+
+/// A free owned shard if there is one, else a shared one.
+#[cold]
+#[cfg_attr(loom, allow(clippy::modulo_one))] // one shared shard under loom
+fn pick_shard() -> usize {
+    #[cfg(not(loom))]
+    for (i, owned) in SHARD_OWNERS.iter().enumerate() {
+        if !owned.load(Ordering::Relaxed)
+            && owned
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            return i;
         }
-        v
-    })
+    }
+    OWNED_SHARDS + NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % (ARRIVAL_SHARDS - OWNED_SHARDS)
 }
 
 /// The manager-wide metrics state.
@@ -240,8 +296,13 @@ impl Metrics {
             }
             None => {
                 let s = thread_shard();
-                self.arrived[s].fetch_add(1, Ordering::Relaxed);
-                self.arrivals[s].record(tick);
+                if is_owned(s) {
+                    bump(&self.arrived[s]);
+                    self.arrivals[s].record_n_single_writer(tick, 1);
+                } else {
+                    self.arrived[s].fetch_add(1, Ordering::Relaxed);
+                    self.arrivals[s].record(tick);
+                }
             }
         }
         #[cfg(feature = "metrics")]
@@ -573,6 +634,48 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
+
+    /// No two live threads hold the same owned arrival shard, a thread gives its owned shard
+    /// back when it exits, and arrivals from more threads than there are owned shards (some
+    /// sharing the rest) are all counted, then again by threads that reuse the shards.
+    #[test]
+    fn arrival_shards_are_owned_one_thread_at_a_time_and_count_every_arrival() {
+        const THREADS: usize = 2 * OWNED_SHARDS + 4;
+        const EACH: u64 = 20_000;
+        let metrics = Arc::new(Metrics::new(Duration::from_secs(1), None, "t"));
+        for round in 1..=2u64 {
+            let barrier = Arc::new(std::sync::Barrier::new(THREADS));
+            let threads: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    let (metrics, barrier) = (metrics.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        let at = metrics.now();
+                        for _ in 0..EACH {
+                            metrics.arrival(at, None);
+                        }
+                        let shard = thread_shard();
+                        // Every thread holds its shard until all have counted.
+                        barrier.wait();
+                        shard
+                    })
+                })
+                .collect();
+            let mut owned: Vec<usize> = threads
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .filter(|&s| is_owned(s))
+                .collect();
+            let held = owned.len();
+            // Round 2 gets owned shards only if round 1's threads gave theirs back (the other
+            // tests' live threads hold a few at most).
+            assert!(held > 0, "round {round}: no thread got an owned shard");
+            owned.sort_unstable();
+            owned.dedup();
+            assert_eq!(owned.len(), held, "an owned shard held by two live threads");
+            let arrived = metrics.snapshot(std::iter::empty()).total_tasks_arrived;
+            assert_eq!(arrived, round * THREADS as u64 * EACH);
+        }
+    }
 
     /// A snapshot taken while a worker records panics never shows more panicked tasks than
     /// failed ones: every panicked task is also a failed one, and a reader must not see the
