@@ -896,13 +896,7 @@ mod tests {
         let (handle, slot) = handle_and_slot::<u8, ()>();
         assert_eq!(slot.claim(), Claim::Held);
         let manager = std::sync::Arc::new(FakeManager::new(false));
-        let waiter = {
-            let manager = manager.clone();
-            thread::spawn(move || handle.wait_for_submitted(&*manager, true))
-        };
-        while !slot.parked.load(Ordering::Relaxed) {
-            thread::yield_now();
-        }
+        let waiter = parked_waiter(handle, &slot, &manager, true);
         assert!(slot.fill(Ok(1)));
         assert_eq!(waiter.join().unwrap(), Ok(1));
         assert_eq!(
@@ -913,25 +907,34 @@ mod tests {
     }
 
     /// A blocking submission whose task nobody takes pays the wake-up its push skipped, once,
-    /// before it parks; with nothing else queued it also nudges a sleeper (the searcher that
-    /// should have taken the task is not running). A wait that owes nothing wakes nobody.
+    /// before it parks. A wait that owes nothing wakes nobody.
     #[test]
     fn a_wait_for_an_untaken_task_wakes_a_worker_once_before_it_parks() {
         for owes_wake in [true, false] {
             let (handle, slot) = handle_and_slot::<u8, ()>();
             let manager = std::sync::Arc::new(FakeManager::new(false));
-            let waiter = {
-                let manager = manager.clone();
-                thread::spawn(move || handle.wait_for_submitted(&*manager, owes_wake))
-            };
-            while !slot.parked.load(Ordering::Relaxed) {
-                thread::yield_now();
-            }
+            let waiter = parked_waiter(handle, &slot, &manager, owes_wake);
             assert_eq!(manager.wakes.load(Ordering::Relaxed), u32::from(owes_wake));
             assert!(slot.fill(Ok(5)));
             assert_eq!(waiter.join().unwrap(), Ok(5));
             assert_eq!(manager.wakes.load(Ordering::Relaxed), u32::from(owes_wake));
         }
+    }
+
+    /// A thread that makes a blocking submission's wait on `handle` through `manager`,
+    /// returned once that wait parked.
+    fn parked_waiter<T: Send + 'static>(
+        handle: TaskHandle<T, ()>,
+        slot: &Slot<T, ()>,
+        manager: &std::sync::Arc<FakeManager>,
+        owes_wake: bool,
+    ) -> thread::JoinHandle<Result<T, TaskError<()>>> {
+        let manager = manager.clone();
+        let waiter = thread::spawn(move || handle.wait_for_submitted(&*manager, owes_wake));
+        while !slot.parked.load(Ordering::Relaxed) {
+            thread::yield_now();
+        }
+        waiter
     }
 
     /// A manager stand-in for blocking waits: counts wakes and looks.
@@ -975,13 +978,7 @@ mod tests {
     fn a_wait_behind_a_backlog_looks_once_and_parks() {
         let (handle, slot) = handle_and_slot::<u8, ()>();
         let manager = std::sync::Arc::new(FakeManager::new(true));
-        let waiter = {
-            let manager = manager.clone();
-            thread::spawn(move || handle.wait_for_submitted(&*manager, false))
-        };
-        while !slot.parked.load(Ordering::Relaxed) {
-            thread::yield_now();
-        }
+        let waiter = parked_waiter(handle, &slot, &manager, false);
         assert!(slot.fill(Ok(2)));
         assert_eq!(waiter.join().unwrap(), Ok(2));
         assert_eq!(manager.counts(), (0, 1));

@@ -226,44 +226,43 @@ fn an_idle_peer_steals_work_made_inside_a_busy_task() {
     m.stop().unwrap();
 }
 
+/// Links after which a test's task chain stops on its own (far more than the fairness
+/// interval).
+const CHAIN_LIMIT: u64 = 100_000;
+
+/// Queues one link of a task chain on `m`: each link counts itself in `links` and queues the
+/// next, until `stop` is set or `CHAIN_LIMIT` links ran; the last one sends on `done`.
+fn link(
+    m: tasker::TaskManager<Conn, DbError>,
+    links: Arc<std::sync::atomic::AtomicU64>,
+    stop: Arc<AtomicBool>,
+    done: mpsc::Sender<()>,
+) {
+    let next = m.clone();
+    m.queue_task_with_callback(
+        move |_: &mut Conn, _: &TaskContext| {
+            let n = links.fetch_add(1, Ordering::SeqCst) + 1;
+            if n < CHAIN_LIMIT && !stop.load(Ordering::SeqCst) {
+                link(next.clone(), links.clone(), stop.clone(), done.clone());
+            } else {
+                done.send(()).unwrap();
+            }
+            Ok(())
+        },
+        |_| {},
+    );
+}
+
 /// Work that keeps making work cannot starve work queued from outside: a task chain on the only
 /// worker, each link submitting the next, still lets an outside task in after a bounded number
 /// of links (the worker looks at the shared queue first every so often), not only once the
 /// chain ends.
 #[test]
 fn a_task_chain_on_one_worker_does_not_starve_outside_work() {
-    /// Links after which the chain stops on its own (far more than the fairness interval).
-    const CHAIN_LIMIT: u64 = 100_000;
     let counts = Counts::new();
     let m = fixed(&counts, 1);
     let links = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let outside_ran = Arc::new(AtomicBool::new(false));
-
-    fn link(
-        m: tasker::TaskManager<Conn, DbError>,
-        links: Arc<std::sync::atomic::AtomicU64>,
-        outside_ran: Arc<AtomicBool>,
-        done: mpsc::Sender<()>,
-    ) {
-        let next = m.clone();
-        m.queue_task_with_callback(
-            move |_: &mut Conn, _: &TaskContext| {
-                let n = links.fetch_add(1, Ordering::SeqCst) + 1;
-                if n < CHAIN_LIMIT && !outside_ran.load(Ordering::SeqCst) {
-                    link(
-                        next.clone(),
-                        links.clone(),
-                        outside_ran.clone(),
-                        done.clone(),
-                    );
-                } else {
-                    done.send(()).unwrap();
-                }
-                Ok(())
-            },
-            |_| {},
-        );
-    }
 
     // Hold the worker until both the chain's first link and the outside task are queued.
     let (gate_tx, gate_rx) = mpsc::channel::<()>();
@@ -309,33 +308,10 @@ fn a_task_chain_on_one_worker_does_not_starve_outside_work() {
 /// runs after a bounded number of links, not only once the chain ends.
 #[test]
 fn a_task_chain_does_not_starve_older_work_made_on_its_worker() {
-    /// Links after which the chain stops on its own (far more than the fairness interval).
-    const CHAIN_LIMIT: u64 = 100_000;
     let counts = Counts::new();
     let m = fixed(&counts, 1);
     let links = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let older_ran = Arc::new(AtomicBool::new(false));
-
-    fn link(
-        m: tasker::TaskManager<Conn, DbError>,
-        links: Arc<std::sync::atomic::AtomicU64>,
-        older_ran: Arc<AtomicBool>,
-        done: mpsc::Sender<()>,
-    ) {
-        let next = m.clone();
-        m.queue_task_with_callback(
-            move |_: &mut Conn, _: &TaskContext| {
-                let n = links.fetch_add(1, Ordering::SeqCst) + 1;
-                if n < CHAIN_LIMIT && !older_ran.load(Ordering::SeqCst) {
-                    link(next.clone(), links.clone(), older_ran.clone(), done.clone());
-                } else {
-                    done.send(()).unwrap();
-                }
-                Ok(())
-            },
-            |_| {},
-        );
-    }
 
     // One task makes the older task first, then the chain's first link: both on the worker's
     // own deque, the link on top.
