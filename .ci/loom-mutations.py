@@ -75,8 +75,11 @@ MUTATIONS = [
     (
         "local deque: a push to a worker's own deque wakes nobody",
         "src/shared.rs",
-        "        } else if let Some(local) = self.local_queue() {\n            local.push(queued);\n",
-        "        } else if let Some(local) = self.local_queue() {\n            local.push(queued);\n            return;\n",
+        "        self.push_quietly(queued, priority);\n        self.sleep.notify_one();",
+        "        let local = !priority && self.local_queue().is_some();\n"
+        "        self.push_quietly(queued, priority);\n"
+        "        if local {\n            return;\n        }\n"
+        "        self.sleep.notify_one();",
         ["a_task_made_inside_a_task_is_stolen_by_an_idle_peer"],
     ),
     (
