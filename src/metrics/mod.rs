@@ -8,8 +8,9 @@
 //!   latency histograms are local and published on a tick ([`recorder`]).
 //! - Arrivals from other threads are counted by submitters into [`Metrics::arrivals`],
 //!   sharded windows: the first eight submitting threads alive at a time each own one (plain
-//!   loads and stores), later ones share the other eight (read-modify-write); a task made on a worker (inside a task, a callback, a hook) is counted in
-//!   that worker's own tally, single-writer like the rest of it.
+//!   loads and stores), later ones share the other eight (read-modify-write). A task made on
+//!   a worker (inside a task, a callback, a hook) is counted in that worker's own tally,
+//!   single-writer like the rest of it.
 //! - `run_task` outcomes are counted by callers into [`Metrics::outside`] (read-modify-write,
 //!   since many threads share it; `run_task` latencies are the caller's own and are not
 //!   recorded in the histograms).
