@@ -28,7 +28,14 @@
 //!
 //! Then `latency_runs/*`: the tasker and channel-pool round trips again, in runs that each
 //! build fresh pools, with each run's p50/p99 printed (see `latency_runs`): the round trip has
-//! been seen fast in one run and slow in the next.
+//! been seen fast in one run and slow in the next. Each run also prints the host's one-line
+//! round trip between the two CPUs, measured just before and just after it
+//! (`common::line_round_trip`): the round trip's mode follows it.
+//!
+//! Last, `latency_by_placement`: the tasker and channel-pool round trips in 100 ms windows,
+//! each between two probes of the host's line round trip, grouped by what the probes found
+//! (see `latency_by_placement`): on this VM the idle round trip is fast while the
+//! hypervisor keeps the two vCPUs near each other, and slow while it keeps them apart.
 //!
 //! Full run (about 2 min): `cargo bench -p tasker-benches --bench latency`
 //! CI (quick): `cargo bench -p tasker-benches --bench latency -- --quick --noplot`
@@ -39,7 +46,9 @@ use std::convert::Infallible;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use common::{ChannelPool, WORKERS, latency_histogram, measurement_time, print_percentiles};
+use common::{
+    ChannelPool, WORKERS, latency_histogram, measurement_time, print_percentiles, quick_mode,
+};
 use criterion::Criterion;
 use hdrhistogram::Histogram;
 use tasker::TaskContext;
@@ -117,8 +126,12 @@ fn latency(c: &mut Criterion) {
 fn latency_runs(c: &mut Criterion) {
     const NAMES: [&str; 2] = ["tasker_queue_task", "channel_pool_reply"];
     let mut figures: Vec<Vec<(u64, u64)>> = vec![Vec::new(); NAMES.len()];
+    // The host's line round trip before and after each run (see `common::line_round_trip`).
+    let mut lines: Vec<Vec<(u64, u64)>> = vec![Vec::new(); NAMES.len()];
+    let probe = || common::line_round_trip().unwrap_or(0);
     for run in 0..common::rounds() {
         for k in common::rotated(&[0usize, 1], run) {
+            let before = probe();
             let mut hist: Histogram<u64> = latency_histogram();
             let mut group = c.benchmark_group(format!("latency_runs/{}", NAMES[k]));
             group.measurement_time(measurement_time(Duration::from_secs(2)));
@@ -147,15 +160,19 @@ fn latency_runs(c: &mut Criterion) {
                 }
             }
             group.finish();
+            let after = probe();
             print_percentiles(&format!("latency_runs/{}/run{run}", NAMES[k]), &hist);
+            println!("  host line round trip before / after the run: {before} / {after} ns");
             figures[k].push((hist.value_at_quantile(0.50), hist.value_at_quantile(0.99)));
+            lines[k].push((before, after));
         }
     }
-    println!("latency_runs: p50 / p99 of each run, in ns");
+    println!("latency_runs: p50 / p99 of each run, in ns [host line round trip before / after it]");
     for (k, name) in NAMES.iter().enumerate() {
         let each: Vec<String> = figures[k]
             .iter()
-            .map(|(p50, p99)| format!("{p50} / {p99}"))
+            .zip(&lines[k])
+            .map(|((p50, p99), (before, after))| format!("{p50} / {p99} [{before} / {after}]"))
             .collect();
         println!("  {name:<20} {}", each.join(", "));
     }
@@ -183,5 +200,95 @@ fn timed_round_trips(
     });
 }
 
-criterion::criterion_group!(benches, latency, latency_runs);
+/// The idle round trip split by the host's placement of the two CPUs: short windows
+/// (`WINDOW`) of back-to-back round trips, each between two probes of the host's line round
+/// trip (`common::line_round_trip`), tasker and the channel pool alternating window by
+/// window, for `BENCH_PLACEMENT_SECS` (default 12; 2 with `--quick`). A window whose two
+/// probes both found a *near* placement (under 60 ns) or both a *far* one (over 90 ns) counts
+/// for that placement; the rest are *mixed*. Prints, per contender and placement, the number
+/// of windows and the median, lowest and highest of the windows' p50. Not a criterion
+/// benchmark: the grouping is the figure.
+fn latency_by_placement(_: &mut Criterion) {
+    const WINDOW: Duration = Duration::from_millis(100);
+    const NEAR_NS: u64 = 60;
+    const FAR_NS: u64 = 90;
+    const PLACEMENTS: [&str; 3] = ["near", "far", "mixed"];
+    let secs = common::env_usize("BENCH_PLACEMENT_SECS", if quick_mode() { 2 } else { 12 });
+    if common::line_round_trip().is_none() {
+        println!("latency_by_placement: fewer than two CPUs, skipped");
+        return;
+    }
+    // One window of round trips: the p50 in ns.
+    fn window_p50(mut round_trip: impl FnMut()) -> u64 {
+        let mut hist: Histogram<u64> = latency_histogram();
+        let start = Instant::now();
+        let mut last = start;
+        while last - start < WINDOW {
+            round_trip();
+            let now = Instant::now();
+            common::record(&mut hist, now - last);
+            last = now;
+        }
+        hist.value_at_quantile(0.50)
+    }
+    let manager = common::tasker_manager();
+    let pool = ChannelPool::new(WORKERS);
+    // [contender][placement]: the windows' p50s.
+    let mut p50s = [
+        [Vec::new(), Vec::new(), Vec::new()],
+        [Vec::new(), Vec::new(), Vec::new()],
+    ];
+    let started = Instant::now();
+    let mut turn = 0;
+    while started.elapsed() < Duration::from_secs(secs as u64) {
+        let before = common::line_round_trip().unwrap_or(0);
+        let p50 = if turn % 2 == 0 {
+            window_p50(|| {
+                let v = manager
+                    .queue_task(|_: &mut (), _: &TaskContext| Ok::<u64, Infallible>(black_box(1)))
+                    .expect("no-op task succeeds");
+                black_box(v);
+            })
+        } else {
+            window_p50(|| {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                pool.execute(move || {
+                    let _ = tx.send(black_box(1u64));
+                });
+                black_box(rx.recv().expect("worker answers"));
+            })
+        };
+        let after = common::line_round_trip().unwrap_or(0);
+        let placement = match (before.max(after), before.min(after)) {
+            (hi, _) if hi < NEAR_NS => 0,
+            (_, lo) if lo > FAR_NS => 1,
+            _ => 2,
+        };
+        p50s[turn % 2][placement].push(p50);
+        turn += 1;
+    }
+    manager.stop().expect("stop");
+    println!(
+        "latency_by_placement: windows of {WINDOW:?}; host line round trip near < {NEAR_NS} ns, \
+         far > {FAR_NS} ns; p50 of each window, in ns"
+    );
+    for (k, name) in ["tasker_queue_task", "channel_pool_reply"]
+        .iter()
+        .enumerate()
+    {
+        for (placement, windows) in PLACEMENTS.iter().zip(&mut p50s[k]) {
+            windows.sort_unstable();
+            match (windows.first(), windows.last()) {
+                (Some(lo), Some(hi)) => println!(
+                    "  {name:<20} {placement:<5} {:3} windows, p50 median {} (lowest {lo}, highest {hi})",
+                    windows.len(),
+                    windows[windows.len() / 2],
+                ),
+                _ => println!("  {name:<20} {placement:<5}   0 windows"),
+            }
+        }
+    }
+}
+
+criterion::criterion_group!(benches, latency, latency_runs, latency_by_placement);
 criterion::criterion_main!(benches);

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,45 @@ use tasker::TaskManager;
 
 /// Worker threads every contender gets (the machine has 2 cores).
 pub const WORKERS: usize = 2;
+
+/// The host's one-line round trip, in nanoseconds: two threads pinned to the first two CPUs
+/// (where tasker's two workers are pinned) bounce one atomic word back and forth, and each
+/// bounce is two transfers of its cache line between the CPUs. On this 2-vCPU VM it is not a
+/// constant: it is ~20-40 ns in some seconds and ~120-250 ns in others (the hypervisor places
+/// the two vCPUs on nearby or distant hardware threads, and moves them), and every hand-off
+/// between a caller and a worker pays it several times. The latency suites print it next to
+/// their figures so a run can be read against it. `None` with fewer than two CPUs.
+pub fn line_round_trip() -> Option<u64> {
+    const BOUNCES: u64 = 100_000;
+    let cores = core_affinity::get_core_ids()?;
+    let (&first, &second) = (cores.first()?, cores.get(1)?);
+    let word = AtomicU64::new(0);
+    let word = &word;
+    let elapsed = thread::scope(|s| {
+        s.spawn(move || {
+            core_affinity::set_for_current(second);
+            for i in 0..BOUNCES {
+                while word.load(Ordering::Acquire) != 2 * i + 1 {
+                    std::hint::spin_loop();
+                }
+                word.store(2 * i + 2, Ordering::Release);
+            }
+        });
+        let started = s.spawn(move || {
+            core_affinity::set_for_current(first);
+            let start = Instant::now();
+            for i in 0..BOUNCES {
+                word.store(2 * i + 1, Ordering::Release);
+                while word.load(Ordering::Acquire) != 2 * i + 2 {
+                    std::hint::spin_loop();
+                }
+            }
+            start.elapsed()
+        });
+        started.join().expect("the probe thread does not panic")
+    });
+    Some((elapsed.as_nanos() / u128::from(BOUNCES)) as u64)
+}
 
 /// `name` parsed as a positive integer, or `default` when unset. Panics on a bad value, so a
 /// typo in CI does not silently run the full-size suite.
