@@ -210,8 +210,6 @@ fn timed_round_trips(
 /// benchmark: the grouping is the figure.
 fn latency_by_placement(_: &mut Criterion) {
     const WINDOW: Duration = Duration::from_millis(100);
-    const NEAR_NS: u64 = 60;
-    const FAR_NS: u64 = 90;
     const PLACEMENTS: [&str; 3] = ["near", "far", "mixed"];
     let secs = common::env_usize("BENCH_PLACEMENT_SECS", if quick_mode() { 2 } else { 12 });
     if common::line_round_trip().is_none() {
@@ -241,7 +239,7 @@ fn latency_by_placement(_: &mut Criterion) {
     let started = Instant::now();
     let mut turn = 0;
     while started.elapsed() < Duration::from_secs(secs as u64) {
-        let before = common::line_round_trip().unwrap_or(0);
+        let before = common::line_round_trip();
         let p50 = if turn % 2 == 0 {
             window_p50(|| {
                 let v = manager
@@ -258,10 +256,10 @@ fn latency_by_placement(_: &mut Criterion) {
                 black_box(rx.recv().expect("worker answers"));
             })
         };
-        let after = common::line_round_trip().unwrap_or(0);
-        let placement = match (before.max(after), before.min(after)) {
-            (hi, _) if hi < NEAR_NS => 0,
-            (_, lo) if lo > FAR_NS => 1,
+        let after = common::line_round_trip();
+        let placement = match common::placement(before, after) {
+            'n' => 0,
+            'f' => 1,
             _ => 2,
         };
         p50s[turn % 2][placement].push(p50);
@@ -269,8 +267,8 @@ fn latency_by_placement(_: &mut Criterion) {
     }
     manager.stop().expect("stop");
     println!(
-        "latency_by_placement: windows of {WINDOW:?}; host line round trip near < {NEAR_NS} ns, \
-         far > {FAR_NS} ns; p50 of each window, in ns"
+        "latency_by_placement: windows of {WINDOW:?}; host line round trip near < 60 ns, \
+         far > 90 ns (`common::placement`); p50 of each window, in ns"
     );
     for (k, name) in ["tasker_queue_task", "channel_pool_reply"]
         .iter()

@@ -251,11 +251,25 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// What two probes of the host's line round trip ([`line_round_trip`]) taken around a
+/// measurement found: `n` (near) when both were under 60 ns, `f` (far) when both were over
+/// 90 ns, `m` (mixed) otherwise, `?` without a probe.
+pub fn placement(before: Option<u64>, after: Option<u64>) -> char {
+    match (before, after) {
+        (Some(b), Some(a)) if b.max(a) < 60 => 'n',
+        (Some(b), Some(a)) if b.min(a) > 90 => 'f',
+        (Some(_), Some(_)) => 'm',
+        _ => '?',
+    }
+}
+
 /// Per-contender figures, one per round, printed as a summary once every round ran.
 #[derive(Default)]
 pub struct RoundFigures {
     /// (contender, figure of each round), in the order contenders were first seen.
     rows: Vec<(String, Vec<f64>)>,
+    /// The host placement each round of that contender ran in ([`placement`]), when known.
+    placements: Vec<(String, Vec<char>)>,
 }
 
 impl RoundFigures {
@@ -264,6 +278,14 @@ impl RoundFigures {
         match self.rows.iter_mut().find(|(n, _)| n == name) {
             Some((_, v)) => v.push(figure),
             None => self.rows.push((name.to_owned(), vec![figure])),
+        }
+    }
+
+    /// Notes the host placement `name`'s latest round ran in.
+    pub fn push_placement(&mut self, name: &str, placement: char) {
+        match self.placements.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => v.push(placement),
+            None => self.placements.push((name.to_owned(), vec![placement])),
         }
     }
 
@@ -277,9 +299,30 @@ impl RoundFigures {
 
     /// Prints one line per contender: every round's figure and their median, in `unit`.
     pub fn print(&self, title: &str, unit: &str) {
-        println!("{title}: median over rounds ({unit}), then each round in run order");
+        let tagged = !self.placements.is_empty();
+        println!(
+            "{title}: median over rounds ({unit}), then each round in run order{}",
+            if tagged {
+                " (host placement around it: n near, f far, m mixed; see `line_round_trip`)"
+            } else {
+                ""
+            }
+        );
         for (name, v) in &self.rows {
-            let each: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+            let tags = self
+                .placements
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.as_slice())
+                .unwrap_or_default();
+            let each: Vec<String> = v
+                .iter()
+                .enumerate()
+                .map(|(i, x)| match tags.get(i) {
+                    Some(t) => format!("{x:.2} {t}"),
+                    None => format!("{x:.2}"),
+                })
+                .collect();
             println!("  {name:<24} {:>8.2}   [{}]", median(v), each.join(", "));
         }
     }
@@ -329,7 +372,7 @@ pub fn bench_batches(
 /// Runs `bench(contender, id)` for every contender once per round ([`rounds`], in the order
 /// [`rotated`] gives), with `id` = `<name>/round<k>`. `bench` measures that contender and
 /// returns its per-batch figures, whose median becomes its figure for that round in
-/// `summary`.
+/// `summary`, tagged with the host placement probed just before and after it ([`placement`]).
 pub fn alternate<C: Copy>(
     contenders: &[C],
     name: impl Fn(C) -> &'static str,
@@ -338,8 +381,11 @@ pub fn alternate<C: Copy>(
 ) {
     for round in 0..rounds() {
         for contender in rotated(contenders, round) {
+            let before = line_round_trip();
             let figures = bench(contender, &format!("{}/round{round}", name(contender)));
+            let after = line_round_trip();
             summary.push(name(contender), median(&figures));
+            summary.push_placement(name(contender), placement(before, after));
         }
     }
 }
