@@ -53,22 +53,32 @@
 //!      a worker's search does.
 //! 2. *Park*: store `parked = true`, then register the thread's waker, re-check, park (the
 //!    re-check and the wake-up are the slot protocol's above).
-//! 3. The worker's fill: `READY`, `waker.wake()`, then it reads `parked`: `true` means it
-//!    just woke a parked caller, and it says so ([`Caught::woke_a_waiter`]).
-//! 4. That worker bumps the process-wide [`WAITERS_WOKEN`] epoch. Every worker reads the
-//!    epoch between two tasks (one load of a line written only at such a wake-up, never per
-//!    task) and, when it moved, yields its CPU once ([`WokenWaiters::yield_if_woken`]). The
+//! 3. The worker's fill: `READY`, `waker.wake()`, then it swaps `parked` to `false`: `true`
+//!    means it just woke a parked caller, and the fill counts it in the process-wide
+//!    [`WAITERS`]: it bumps the `woken` epoch and adds one to `runnable` (woken, not yet
+//!    running).
+//! 4. Every worker reads both between two tasks (one line, written only at such a wake-up and
+//!    its step 5, never per task) and yields its CPU when the epoch moved, and again at
+//!    every look while `runnable` is above zero ([`WokenWaiters::yield_if_woken`]). The
 //!    woken caller is queued on one of the CPUs; the worker pinned there yields to it right
 //!    after its current task, instead of running on to the end of its slice. A yield on a
 //!    CPU where nobody waits returns at once.
+//! 5. The wait, once it runs again with its outcome (or at its deadline), swaps `parked` to
+//!    `false` too: exactly one of the two swaps finds `true`, so a wait is uncounted exactly
+//!    when the fill counted it. One yield per wake-up was not enough: the wake-up of a caller
+//!    queued on the *other* CPU reaches that CPU's scheduler a few microseconds later (an
+//!    interrupt between vCPUs), and when that worker's task ended first, it yielded to nobody
+//!    and ran a whole next task before the caller got the CPU.
 //!
 //! Why the fill sees `parked` when it matters: if the caller blocks in step 2's park, its
 //! re-check found no outcome, so (by `AtomicWaker`'s guarantee) the fill's `wake` read the
 //! waker the caller's `register` published, with `AcqRel` on the waker's word; the caller's
-//! `parked = true` is sequenced before that `register`, so it happens before the fill's read
-//! of `parked`. A `parked` seen by a fill whose caller never blocked costs one spare yield per
-//! worker. Either way `parked` is a hint for the CPU, never for the outcome: the wake-up itself
-//! is the slot protocol's, unchanged. A future (`.await`) never sets it.
+//! `parked = true` is sequenced before that `register`, so it happens before the fill's swap
+//! of `parked`. A `parked` seen by a fill whose caller never blocked costs a few spare yields
+//! until that caller's step 5. Either way `parked` is a hint for the CPU, never for the
+//! outcome: the wake-up itself is the slot protocol's, unchanged. A future (`.await`) never
+//! sets it. `runnable` cannot leak: every wait that set `parked` ends in step 5 (both of its
+//! returns go through it), and it is the only other writer of `parked`.
 //!
 //! Measured (`benches/priority.rs`, group `priority_blocking`: a blocking priority call
 //! behind 20,000 queued 20 µs tasks on 2 pinned workers; full runs of ~133k calls on this
@@ -96,7 +106,8 @@ use crate::error::TaskError;
 use crate::observe::{Observer, Site};
 use crate::sync::thread::{self, Thread};
 use crate::sync::{
-    AtomicBool, AtomicU32, AtomicWaker, Ordering, StdArc, StdAtomicUsize, UnsafeCell,
+    AtomicBool, AtomicU32, AtomicWaker, Ordering, StdArc, StdAtomicIsize, StdAtomicUsize,
+    UnsafeCell,
 };
 use crate::unwind::{self, PanicMessage};
 
@@ -174,7 +185,8 @@ impl<T, E> Slot<T, E> {
     }
 
     /// Producer: publishes the outcome. Does nothing if the consumer cancelled first. True
-    /// when a blocking wait was parked (or about to park) on the slot: it was just woken.
+    /// when a blocking wait was parked (or about to park) on the slot: it was just woken, and
+    /// is counted as such until it runs (step 3 in the module docs).
     pub(crate) fn fill(&self, outcome: Result<T, TaskError<E>>) -> bool {
         if self.claim() == Claim::Cancelled {
             return false;
@@ -187,7 +199,24 @@ impl<T, E> Slot<T, E> {
         });
         self.state.store(READY, Ordering::Release);
         self.waker.wake();
-        self.parked.load(Ordering::Relaxed)
+        // Exactly one of this swap and the wait's own (`Slot::resumed`) finds `true`: the
+        // woken wait is counted here and uncounted there, once each.
+        let woke = self.parked.swap(false, Ordering::Relaxed);
+        if woke {
+            WokenWaiters::woke_one();
+        }
+        woke
+    }
+
+    /// Consumer, step 5: a wait that set `parked` ends (with an outcome, or at its
+    /// deadline). If the fill's swap found `parked` first, the fill counted this wait as woken
+    /// and not yet running; it runs now, and uncounts itself. True when it did.
+    fn resumed(&self) -> bool {
+        let counted = !self.parked.swap(false, Ordering::Relaxed);
+        if counted {
+            WokenWaiters::resumed();
+        }
+        counted
     }
 
     /// Consumer: `PENDING -> CANCELLED`. True when the task had not started and now never will.
@@ -235,13 +264,24 @@ impl<T, E> Slot<T, E> {
     }
 }
 
-/// Bumped by a worker each time it woke a parked blocking wait (step 4 in the module docs).
-/// Process-wide: the CPU the woken caller needs may be held by another manager's worker.
-/// A std atomic in every build: it orders nothing (a hint to yield), so loom need not
-/// interleave it.
-static WAITERS_WOKEN: CachePadded<StdAtomicUsize> = CachePadded::new(StdAtomicUsize::new(0));
+/// Step 4's two counts, on one line (a worker reads both between two tasks). Process-wide:
+/// the CPU a woken caller needs may be held by another manager's worker. Std atomics in every
+/// build: they order nothing (hints to yield), so loom need not interleave them.
+struct Waiters {
+    /// Bumped each time a fill woke a parked blocking wait.
+    woken: StdAtomicUsize,
+    /// Blocking waits woken by a fill that have not run since: +1 by the fill that woke one,
+    /// -1 by the wait once it runs again ([`Slot::resumed`]). May dip below zero for a moment:
+    /// the fill counts after its wake-up, so the wait can run first.
+    runnable: StdAtomicIsize,
+}
 
-/// A worker's view of [`WAITERS_WOKEN`]: the epoch it last answered.
+static WAITERS: CachePadded<Waiters> = CachePadded::new(Waiters {
+    woken: StdAtomicUsize::new(0),
+    runnable: StdAtomicIsize::new(0),
+});
+
+/// A worker's view of [`WAITERS`]: the `woken` epoch it last answered.
 pub(crate) struct WokenWaiters {
     seen: usize,
 }
@@ -249,22 +289,30 @@ pub(crate) struct WokenWaiters {
 impl WokenWaiters {
     pub(crate) fn new() -> Self {
         WokenWaiters {
-            seen: WAITERS_WOKEN.load(Ordering::Relaxed),
+            seen: WAITERS.woken.load(Ordering::Relaxed),
         }
     }
 
-    /// Step 4: this worker just woke a parked blocking wait.
+    /// Step 3: a fill just woke a parked blocking wait.
     #[cold]
-    pub(crate) fn woke_one() {
-        WAITERS_WOKEN.fetch_add(1, Ordering::Relaxed);
+    fn woke_one() {
+        WAITERS.woken.fetch_add(1, Ordering::Relaxed);
+        WAITERS.runnable.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Step 4, between two tasks: yields the CPU once if a parked wait was woken since the
-    /// last look (the woken caller may be queued on this CPU). True when it yielded.
+    /// Step 5: a wait counted by [`Self::woke_one`] runs again.
+    #[cold]
+    fn resumed() {
+        WAITERS.runnable.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Step 4, between two tasks: yields the CPU if a parked wait was woken since the last
+    /// look, and again at every look while a woken wait has not run yet (the woken caller may
+    /// be queued on this CPU). True when it yielded.
     #[inline]
     pub(crate) fn yield_if_woken(&mut self) -> bool {
-        let now = WAITERS_WOKEN.load(Ordering::Relaxed);
-        if now == self.seen {
+        let now = WAITERS.woken.load(Ordering::Relaxed);
+        if now == self.seen && WAITERS.runnable.load(Ordering::Relaxed) <= 0 {
             return false;
         }
         self.seen = now;
@@ -537,6 +585,7 @@ impl<T, E> TaskHandle<T, E> {
         loop {
             // Registered before this check: a fill after it wakes us (see module docs).
             if let Some(outcome) = self.slot().try_take() {
+                self.slot().resumed();
                 return Ok(outcome);
             }
             match deadline {
@@ -544,6 +593,7 @@ impl<T, E> TaskHandle<T, E> {
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
+                        self.slot().resumed();
                         return Err(self);
                     }
                     thread::park_timeout(deadline - now);
@@ -657,22 +707,15 @@ impl<T, E> fmt::Debug for TaskHandle<T, E> {
 /// go: a callback, or the `Drop` of a closure, of a value nobody will read, of an error. Each
 /// with where it happened. They never change the outcome; the worker reports each one
 /// ([`Observer::caught`]), which logs and counts it. No allocation unless something panicked.
-/// Also whether the hand-over woke a parked blocking wait (step 3 in the module docs).
 #[must_use = "caught panics must be reported"]
 #[derive(Debug, Default)]
-pub(crate) struct Caught(Vec<(Site, PanicMessage)>, bool);
+pub(crate) struct Caught(Vec<(Site, PanicMessage)>);
 
 impl Caught {
     /// Nothing panicked.
     #[inline]
     pub(crate) fn nothing() -> Self {
-        Caught(Vec::new(), false)
-    }
-
-    /// Handing over woke a parked blocking wait (see the module docs, step 3).
-    #[inline]
-    pub(crate) fn woke_a_waiter(&self) -> bool {
-        self.1
+        Caught(Vec::new())
     }
 
     /// Keeps `result`'s panic, if any, with its site.
@@ -687,7 +730,6 @@ impl Caught {
     #[inline]
     pub(crate) fn and(mut self, other: Caught) -> Caught {
         self.0.extend(other.0);
-        self.1 |= other.1;
         self
     }
 
@@ -750,8 +792,9 @@ impl<T: Send, E: Send> Port<T, E> for Slot<T, E> {
             );
             caught
         } else {
-            let woke = self.fill(outcome);
-            Caught(Vec::new(), woke)
+            // A parked wait woken here is counted by the fill (step 3 in the module docs).
+            let _woke = self.fill(outcome);
+            Caught::nothing()
         }
     }
 }
@@ -851,11 +894,13 @@ mod tests {
         }
     }
 
-    /// A wait that found no outcome in its spin parks, saying so first; the fill that wakes
-    /// it reports it (the worker's cue to yield its CPU), and the wait gets the one outcome.
-    /// Whether a backlog cut the spin short or not.
+    /// A wait that found no outcome in its spin parks, saying so first, and gets the one
+    /// outcome; the fill and the woken wait each take the flag back (one of them finds it
+    /// set: the fill then counted the wait as woken, and the wait uncounted itself; the
+    /// wait may also run before the fill's swap, and then neither counts). Whether a backlog
+    /// cut the spin short or not.
     #[test]
-    fn a_parked_wait_gets_its_outcome_and_the_fill_says_it_woke_it() {
+    fn a_parked_wait_gets_its_outcome() {
         for backlog in [false, true] {
             let (handle, slot) = handle_and_slot::<Vec<u8>, ()>();
             let waiter = thread::spawn(move || {
@@ -865,11 +910,9 @@ mod tests {
             while !slot.parked.load(Ordering::Relaxed) {
                 thread::yield_now();
             }
-            assert!(
-                slot.fill(Ok(vec![4, 2])),
-                "the fill reports the parked wait"
-            );
+            slot.fill(Ok(vec![4, 2]));
             assert_eq!(waiter.join().unwrap(), Ok(vec![4, 2]));
+            assert!(!slot.parked.load(Ordering::Relaxed));
         }
     }
 
@@ -897,7 +940,7 @@ mod tests {
         assert_eq!(slot.claim(), Claim::Held);
         let manager = std::sync::Arc::new(FakeManager::new(false));
         let waiter = parked_waiter(handle, &slot, &manager, true);
-        assert!(slot.fill(Ok(1)));
+        slot.fill(Ok(1));
         assert_eq!(waiter.join().unwrap(), Ok(1));
         assert_eq!(
             manager.counts(),
@@ -915,7 +958,7 @@ mod tests {
             let manager = std::sync::Arc::new(FakeManager::new(false));
             let waiter = parked_waiter(handle, &slot, &manager, owes_wake);
             assert_eq!(manager.wakes.load(Ordering::Relaxed), u32::from(owes_wake));
-            assert!(slot.fill(Ok(5)));
+            slot.fill(Ok(5));
             assert_eq!(waiter.join().unwrap(), Ok(5));
             assert_eq!(manager.wakes.load(Ordering::Relaxed), u32::from(owes_wake));
         }
@@ -979,7 +1022,7 @@ mod tests {
         let (handle, slot) = handle_and_slot::<u8, ()>();
         let manager = std::sync::Arc::new(FakeManager::new(true));
         let waiter = parked_waiter(handle, &slot, &manager, false);
-        assert!(slot.fill(Ok(2)));
+        slot.fill(Ok(2));
         assert_eq!(waiter.join().unwrap(), Ok(2));
         assert_eq!(manager.counts(), (0, 1));
     }
@@ -992,19 +1035,43 @@ mod tests {
         let handle = handle
             .wait_timeout(Duration::from_millis(1))
             .expect_err("nothing filled the slot");
-        assert!(slot.parked.load(Ordering::Relaxed));
         let waiter = thread::spawn(move || handle.wait());
         slot.fill(Ok(9));
         assert_eq!(waiter.join().unwrap(), Ok(9));
     }
 
-    /// A worker yields after a parked caller was woken since its last look. (The epoch is
-    /// process-wide and other tests' workers bump it too: only "it yields" is certain here.)
+    /// A worker yields after a parked caller was woken since its last look, and at every
+    /// look after that while the woken caller has not run. (The counts are process-wide and
+    /// other tests' fills and waits move them too, each by one for a moment: eight woken
+    /// waits here stay counted whatever they do.)
     #[test]
-    fn a_worker_yields_after_a_waiter_was_woken() {
+    fn a_worker_yields_until_a_woken_waiter_runs() {
         let mut worker = WokenWaiters::new();
-        WokenWaiters::woke_one();
-        assert!(worker.yield_if_woken());
+        for _ in 0..8 {
+            WokenWaiters::woke_one();
+        }
+        assert!(worker.yield_if_woken(), "the epoch moved");
+        assert!(
+            worker.yield_if_woken(),
+            "the woken waits have not run yet: yield again"
+        );
+        for _ in 0..8 {
+            WokenWaiters::resumed();
+        }
+    }
+
+    /// A wait that parked and gave up at its deadline takes its `parked` back: a later fill
+    /// counts no woken waiter (which nobody would ever uncount: every worker would yield
+    /// between all its tasks from then on).
+    #[test]
+    fn a_fill_after_a_wait_gave_up_counts_no_woken_waiter() {
+        let (handle, slot) = handle_and_slot::<u8, ()>();
+        let handle = handle
+            .wait_timeout(Duration::from_millis(1))
+            .expect_err("nothing filled the slot");
+        assert!(!slot.parked.load(Ordering::Relaxed));
+        assert!(!slot.fill(Ok(1)), "nobody is parked on the slot");
+        assert_eq!(handle.wait(), Ok(1));
     }
 
     #[test]

@@ -167,6 +167,8 @@ mod seq_cst {
     atomic!(AtomicIsize, isize, integer);
 }
 
+/// The same, signed: a count that may dip below zero for a moment (`completion`).
+pub(crate) use std::sync::atomic::AtomicIsize as StdAtomicIsize;
 /// A std atomic, never modelled: for a counter that must live in a `static` (loom's atomics
 /// cannot), the arrival-shard picker (under loom there is one shard, so its value never
 /// matters there), and for the models' own tallies, which must not add interleavings.

@@ -27,8 +27,9 @@
 //! # A woken caller
 //!
 //! Between two tasks the worker looks whether a caller parked on its answer was woken since
-//! its last look (by any worker), and if so yields its CPU once: the caller may be queued on
-//! this CPU behind this pinned, busy worker (see `completion`'s module docs, step 4).
+//! its last look (by any worker), or was woken and has not run yet, and if so yields its
+//! CPU: the caller may be queued on this CPU behind this pinned, busy worker (see
+//! `completion`'s module docs, steps 3-5).
 //!
 //! # Time
 //!
@@ -420,9 +421,6 @@ impl<R, E> WorkerLoop<'_, R, E> {
     /// over and the task let go.
     #[inline]
     fn ended(&self, end: TaskEnd, delivered: Delivered) {
-        if delivered.woke_a_waiter() {
-            WokenWaiters::woke_one();
-        }
         self.observe(Event::Ended(end));
         delivered.report(&self.shared.observer());
     }
