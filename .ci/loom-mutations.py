@@ -54,12 +54,10 @@ MUTATIONS = [
         ["completion_slot_complete_vs_wait_vs_cancel_vs_drop"],
     ),
     (
-        "completion: a wait says it parks only after it registered its waker",
+        "completion: a woken wait that got its outcome never uncounts itself",
         "src/completion.rs",
-        "        self.slot().parked.store(true, Ordering::Relaxed);\n"
-        "        THREAD_WAKER.with(|waker| self.slot().waker.register(waker));\n",
-        "        THREAD_WAKER.with(|waker| self.slot().waker.register(waker));\n"
-        "        self.slot().parked.store(true, Ordering::Relaxed);\n",
+        "                self.slot().resumed();\n                return Ok(outcome);",
+        "                return Ok(outcome);",
         ["completion_slot_complete_vs_wait_vs_cancel_vs_drop"],
     ),
     (

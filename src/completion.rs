@@ -281,6 +281,16 @@ static WAITERS: CachePadded<Waiters> = CachePadded::new(Waiters {
     runnable: StdAtomicIsize::new(0),
 });
 
+/// [`WAITERS`] as it is (`woken`, `runnable`), for the loom models: each of their executions
+/// runs alone in its process, so a model can check that the counts it moved are balanced.
+#[cfg(loom)]
+pub(crate) fn waiter_counts() -> (usize, isize) {
+    (
+        WAITERS.woken.load(Ordering::Relaxed),
+        WAITERS.runnable.load(Ordering::Relaxed),
+    )
+}
+
 /// A worker's view of [`WAITERS`]: the `woken` epoch it last answered.
 pub(crate) struct WokenWaiters {
     seen: usize,
@@ -580,7 +590,10 @@ impl<T, E> TaskHandle<T, E> {
             submitted.pay_wake(self.slot());
         }
         // Step 2: say so before registering (the order the hint relies on, see module docs).
-        self.slot().parked.store(true, Ordering::Relaxed);
+        // A swap, not a store: the two swaps of steps 3 and 5 must each read the latest value,
+        // and loom lets a plain store slip between the read and the write of a racing RMW
+        // (tokio-rs/loom#254); the flag is written once per parked wait.
+        let _ = self.slot().parked.swap(true, Ordering::Relaxed);
         THREAD_WAKER.with(|waker| self.slot().waker.register(waker));
         loop {
             // Registered before this check: a fill after it wakes us (see module docs).

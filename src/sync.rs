@@ -205,7 +205,7 @@ pub(crate) mod thread {
     pub(crate) use loom::thread::{Builder, JoinHandle, spawn, yield_now};
 
     #[cfg(loom)]
-    pub(crate) use self::parker::{Thread, current, park, parks};
+    pub(crate) use self::parker::{Thread, current, park};
 
     /// `park`/`unpark` with std's meaning, a token, on a loom mutex and condvar.
     ///
@@ -220,8 +220,6 @@ pub(crate) mod thread {
         struct Parker {
             token: Mutex<bool>,
             unparked: Condvar,
-            /// Calls to `park`, for the models (a std atomic: it adds no interleavings).
-            parks: crate::sync::StdAtomicUsize,
         }
 
         /// A handle on a thread, to unpark it. (Shared through a std `Arc`: its count is not
@@ -242,7 +240,6 @@ pub(crate) mod thread {
             static CURRENT: Thread = Thread(StdArc::new(Parker {
                 token: Mutex::new(false),
                 unparked: Condvar::new(),
-                parks: crate::sync::StdAtomicUsize::new(0),
             }));
         }
 
@@ -250,16 +247,9 @@ pub(crate) mod thread {
             CURRENT.with(Thread::clone)
         }
 
-        /// How many times this thread called `park` (for the models).
-        pub(crate) fn parks() -> usize {
-            CURRENT.with(|me| me.0.parks.load(std::sync::atomic::Ordering::Relaxed))
-        }
-
         /// Blocks until the token is available, and consumes it.
         pub(crate) fn park() {
             CURRENT.with(|me| {
-                me.0.parks
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut token = me.0.token.lock().unwrap_or_else(|e| e.into_inner());
                 while !*token {
                     token = me.0.unparked.wait(token).unwrap_or_else(|e| e.into_inner());

@@ -3,7 +3,7 @@
 //! cancelled, and how the task cell is freed by whichever side lets go last.
 
 use super::{Tally, Unhealthy, explore, manager};
-use crate::completion::Claim;
+use crate::completion::{self, Claim};
 use crate::error::TaskError;
 use crate::sync::{Arc, AtomicBool, Ordering, StdArc, StdAtomicUsize, UnsafeCell, thread};
 use crate::task::{self, Many, TaskContext};
@@ -78,17 +78,17 @@ enum Consumer {
 /// `UnsafeCell` checks the accesses); every value made is dropped exactly once.
 ///
 /// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 8 scenarios (2 producers x 4 consumers);
-/// run: wait 179 executions, poll 622, cancel then wait 63, drop 4; kill: 217, 786, 73, 4;
-/// 1 948 in all, 0.1 s.
+/// run: wait 220 executions, poll 622, cancel then wait 62, drop 4; kill: 263, 786, 72, 4;
+/// 2 033 in all, 0.1 s.
 ///
-/// Also checked: a blocking wait that parked was woken by a fill that said so
-/// (`Caught::woke_a_waiter`, the worker's cue to yield its CPU, see `completion`'s module
-/// docs, steps 2-4), and a future or a dropped handle never makes a fill say so.
+/// Also checked: the count of woken waits that have not run yet (`completion`'s module docs,
+/// steps 3-5: the workers' cue to yield their CPUs) is back where it was once both sides are
+/// done, whichever of the fill and the wait took the `parked` flag back first, so it can
+/// never leak; and a future or a dropped handle never makes a fill count a woken wait.
 ///
 /// It bites: with `fill` storing `READY` `Relaxed` instead of `Release`, loom reports the
-/// consumer's read of the value racing the producer's write. With the wait storing `parked`
-/// after it registers its waker instead of before, the fill that wakes a parked wait can miss
-/// it. With `Shared`'s drop counting down `Relaxed` and without its `Acquire` fence, loom
+/// consumer's read of the value racing the producer's write. With a woken wait that returns
+/// its outcome without taking its `parked` flag back, the count is left one too high. With `Shared`'s drop counting down `Relaxed` and without its `Acquire` fence, loom
 /// reports the last owner's drop of the value racing the producer's write (run vs. drop).
 pub fn completion_slot_complete_vs_wait_vs_cancel_vs_drop() {
     for producer in [Producer::Run, Producer::Kill] {
@@ -123,14 +123,11 @@ fn completion_case(producer: Producer, consumer: Consumer) {
             0,
         )
     };
-    // The worker's side returns whether handing over said it woke a parked wait.
+    // The woken-waiter counts (`completion`, steps 3-5) before this execution.
+    let (woken_before, runnable_before) = completion::waiter_counts();
     let worker = thread::spawn(move || match job.claim() {
         // `resolve_unrun` for a cancelled task: the cell is let go, the slot keeps `Cancelled`.
-        Claim::Cancelled => {
-            let released = job.release();
-            assert!(released.is_empty() && !released.woke_a_waiter());
-            false
-        }
+        Claim::Cancelled => assert!(job.release().is_empty()),
         Claim::Held => match producer {
             Producer::Run => {
                 assert_eq!(job.begin_attempt(), 1);
@@ -139,12 +136,10 @@ fn completion_case(producer: Producer, consumer: Consumer) {
                 let delivered = job.run(&mut (), &ctx);
                 assert!(matches!(delivered, Ok(ref c) if c.is_empty()));
                 assert!(job.release().is_empty());
-                delivered.is_ok_and(|c| c.woke_a_waiter())
             }
-            Producer::Kill => job.fail(TaskError::Killed).woke_a_waiter(),
+            Producer::Kill => assert!(job.fail(TaskError::Killed).is_empty()),
         },
     });
-    let parks_before = thread::parks();
     let (cancelled, outcome) = match consumer {
         Consumer::Wait => (false, Some(handle.wait())),
         Consumer::Poll => (false, Some(loom::future::block_on(handle))),
@@ -157,16 +152,17 @@ fn completion_case(producer: Producer, consumer: Consumer) {
             (false, None)
         }
     };
-    let parked = thread::parks() > parks_before;
-    let woke = worker.join().unwrap();
-    if parked && matches!(consumer, Consumer::Wait | Consumer::CancelThenWait) {
-        assert!(
-            woke,
-            "a blocking wait parked, and the fill that woke it did not say so"
-        );
-    }
+    worker.join().unwrap();
+    let (woken, runnable) = completion::waiter_counts();
+    assert_eq!(
+        runnable, runnable_before,
+        "a wait the fill counted as woken uncounts itself once it runs, and no other ({producer:?} vs {consumer:?}, woken {woken_before} -> {woken})"
+    );
     if matches!(consumer, Consumer::Poll | Consumer::Drop) {
-        assert!(!woke, "only a blocking wait parks on the slot");
+        assert_eq!(
+            woken, woken_before,
+            "only a blocking wait parks on the slot"
+        );
     }
     let ran = ran.load(Ordering::Relaxed);
     assert!(ran <= 1);
