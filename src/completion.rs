@@ -99,7 +99,7 @@
 //! an otherwise idle machine. p99 of blocking `queue_task_with_priority` 43.4-49.7 µs
 //! (median 46.7) against 46.5-54.2 (median 51.3); of `wait()` on a handle 39.4-48.6 (median
 //! 46.9) against 45.2-54.1 (median 52.1): at or under 50 µs in 14 of 14 figures, against 4
-//! of 14. p50 4.1-5.1 µs against 4.0-5.4. The idle round trip and fire-and-forget kept their
+//! of 14. p50 3.4-5.1 µs against 3.8-5.4. The idle round trip and fire-and-forget kept their
 //! figures (no blocking wait parks there, and the second count shares the epoch's line).
 
 use std::fmt;
