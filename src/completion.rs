@@ -601,8 +601,10 @@ impl<T, E> TaskHandle<T, E> {
         // Step 2: say so before registering (the order the hint relies on, see module docs).
         // A swap, not a store: the two swaps of steps 3 and 5 must each read the latest value,
         // and loom lets a plain store slip between the read and the write of a racing RMW
-        // (tokio-rs/loom#254); the flag is written once per parked wait.
-        let _ = self.slot().parked.swap(true, Ordering::Relaxed);
+        // (tokio-rs/loom#254); the flag is written once per parked wait. `Release`: a thread
+        // that reads it set with `Acquire` (the tests' helpers) sees what the wait did before
+        // (its step 1a payment); on x86-64 the swap is a full barrier either way.
+        let _ = self.slot().parked.swap(true, Ordering::Release);
         THREAD_WAKER.with(|waker| self.slot().waker.register(waker));
         loop {
             // Registered before this check: a fill after it wakes us (see module docs).
@@ -929,7 +931,7 @@ mod tests {
                 let manager = FakeManager::new(backlog);
                 handle.wait_for_submitted(&manager, false)
             });
-            while !slot.parked.load(Ordering::Relaxed) {
+            while !slot.parked.load(Ordering::Acquire) {
                 thread::yield_now();
             }
             slot.fill(Ok(vec![4, 2]));
@@ -996,7 +998,9 @@ mod tests {
     ) -> thread::JoinHandle<Result<T, TaskError<()>>> {
         let manager = manager.clone();
         let waiter = thread::spawn(move || handle.wait_for_submitted(&*manager, owes_wake));
-        while !slot.parked.load(Ordering::Relaxed) {
+        // Acquire: pairs with the wait's `Release` swap, so what the wait did before it
+        // parked (its step 1a payment) is seen here.
+        while !slot.parked.load(Ordering::Acquire) {
             thread::yield_now();
         }
         waiter
