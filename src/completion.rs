@@ -51,7 +51,7 @@
 //!      idle round trip); a handle does not know its manager's queues and parks.
 //!    - (1c) after the full spin, a blocking submission yields a few times before it parks, as
 //!      a worker's search does.
-//! 2. *Park*: store `parked = true`, then register the thread's waker, re-check, park (the
+//! 2. *Park*: set `parked`, then register the thread's waker, re-check, park (the
 //!    re-check and the wake-up are the slot protocol's above).
 //! 3. The worker's fill: `READY`, `waker.wake()`, then it swaps `parked` to `false`: `true`
 //!    means it just woke a parked caller, and the fill counts it in the process-wide
@@ -219,13 +219,11 @@ impl<T, E> Slot<T, E> {
 
     /// Consumer, step 5: a wait that set `parked` ends (with an outcome, or at its
     /// deadline). If the fill's swap found `parked` first, the fill counted this wait as woken
-    /// and not yet running; it runs now, and uncounts itself. True when it did.
-    fn resumed(&self) -> bool {
-        let counted = !self.parked.swap(false, Ordering::Relaxed);
-        if counted {
+    /// and not yet running; it runs now, and uncounts itself.
+    fn resumed(&self) {
+        if !self.parked.swap(false, Ordering::Relaxed) {
             WokenWaiters::resumed();
         }
-        counted
     }
 
     /// Consumer: `PENDING -> CANCELLED`. True when the task had not started and now never will.
@@ -817,7 +815,7 @@ impl<T: Send, E: Send> Port<T, E> for Slot<T, E> {
             caught
         } else {
             // A parked wait woken here is counted by the fill (step 3 in the module docs).
-            let _woke = self.fill(outcome);
+            self.fill(outcome);
             Caught::nothing()
         }
     }
