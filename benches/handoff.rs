@@ -1,6 +1,6 @@
 //! The floor under any blocking round trip on this host: what the bare hand-offs a task
 //! manager is built from cost between the two CPUs, with nothing of a task manager around
-//! them, grouped by the host's placement of the two vCPUs (`common::placement`).
+//! them, grouped by the host's placement of the two vCPUs (`common::Placement`).
 //!
 //! Three hand-offs, each a caller pinned to the first CPU and a responder pinned to the
 //! second, both spinning, measured in windows of `ROUND_TRIPS` round trips:
@@ -28,10 +28,9 @@ mod common;
 
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{env_usize, line_round_trip, median, placement, quick_mode};
+use common::{Placement, env_usize, line_round_trip, median, pinned_pair, quick_mode};
 use crossbeam_deque::{Injector, Steal};
 
 /// Round trips per window and hand-off.
@@ -45,12 +44,9 @@ where
     G: Fn(*const AtomicU64) + Send + Sync,
     T: Fn() -> Option<*const AtomicU64> + Send + Sync,
 {
-    let cores = core_affinity::get_core_ids().expect("core ids");
-    let (first, second) = (cores[0], cores[1]);
     let (give, take) = (&give, &take);
-    let elapsed = thread::scope(|s| {
-        s.spawn(move || {
-            core_affinity::set_for_current(second);
+    let elapsed = pinned_pair(
+        move || {
             let mut answered = 0;
             while answered < ROUND_TRIPS {
                 match take() {
@@ -62,10 +58,8 @@ where
                     None => std::hint::spin_loop(),
                 }
             }
-        });
-        let caller = s.spawn(move || {
-            core_affinity::set_for_current(first);
-            let start = Instant::now();
+        },
+        move || {
             for _ in 0..ROUND_TRIPS {
                 let word = Box::into_raw(Box::new(AtomicU64::new(0)));
                 give(word);
@@ -77,10 +71,9 @@ where
                     drop(Box::from_raw(word));
                 }
             }
-            start.elapsed()
-        });
-        caller.join().expect("the caller does not panic")
-    });
+        },
+    )
+    .expect("two CPUs (checked in main)");
     (elapsed.as_nanos() / u128::from(ROUND_TRIPS)) as u64
 }
 
@@ -118,18 +111,14 @@ fn main() {
     }
     let secs = env_usize("BENCH_HANDOFF_SECS", if quick_mode() { 2 } else { 20 });
     const NAMES: [&str; 3] = ["line", "injector", "mailbox"];
-    // [placement n/f/m][hand-off]: each window's mean round trip.
-    let mut figures = vec![vec![Vec::new(); NAMES.len()]; 3];
+    // [placement row][hand-off]: each window's mean round trip.
+    let mut figures = vec![vec![Vec::new(); NAMES.len()]; Placement::GROUPS.len()];
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(secs as u64) {
         let before = line_round_trip();
         let window = [line_round_trip().unwrap_or(0), injector(), mailbox()];
         let after = line_round_trip();
-        let row = match placement(before, after) {
-            'n' => 0,
-            'f' => 1,
-            _ => 2,
-        };
+        let row = Placement::around(before, after).row();
         for (k, ns) in window.into_iter().enumerate() {
             figures[row][k].push(ns as f64);
         }
@@ -138,7 +127,8 @@ fn main() {
         "handoff: mean round trip per window ({ROUND_TRIPS} round trips), median over the \
          windows of each host placement, in ns"
     );
-    for (row, name) in ["near", "far", "mixed"].iter().enumerate() {
+    for (row, group) in Placement::GROUPS.iter().enumerate() {
+        let name = group.name();
         let windows = figures[row][0].len();
         if windows == 0 {
             println!("  {name:<5}   0 windows");

@@ -47,7 +47,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use common::{
-    ChannelPool, WORKERS, latency_histogram, measurement_time, print_percentiles, quick_mode,
+    ChannelPool, FAR_NS, NEAR_NS, Placement, WORKERS, latency_histogram, measurement_time,
+    print_percentiles, quick_mode,
 };
 use criterion::Criterion;
 use hdrhistogram::Histogram;
@@ -204,13 +205,12 @@ fn timed_round_trips(
 /// (`WINDOW`) of back-to-back round trips, each between two probes of the host's line round
 /// trip (`common::line_round_trip`), tasker and the channel pool alternating window by
 /// window, for `BENCH_PLACEMENT_SECS` (default 12; 2 with `--quick`). A window whose two
-/// probes both found a *near* placement (under 60 ns) or both a *far* one (over 90 ns) counts
-/// for that placement; the rest are *mixed*. Prints, per contender and placement, the number
+/// probes both found a *near* placement (under `NEAR_NS`) or both a *far* one (over `FAR_NS`)
+/// counts for that placement; the rest are *mixed*. Prints, per contender and placement, the number
 /// of windows and the median, lowest and highest of the windows' p50. Not a criterion
 /// benchmark: the grouping is the figure.
 fn latency_by_placement(_: &mut Criterion) {
     const WINDOW: Duration = Duration::from_millis(100);
-    const PLACEMENTS: [&str; 3] = ["near", "far", "mixed"];
     let secs = common::env_usize("BENCH_PLACEMENT_SECS", if quick_mode() { 2 } else { 12 });
     if common::line_round_trip().is_none() {
         println!("latency_by_placement: fewer than two CPUs, skipped");
@@ -232,10 +232,7 @@ fn latency_by_placement(_: &mut Criterion) {
     let manager = common::tasker_manager();
     let pool = ChannelPool::new(WORKERS);
     // [contender][placement]: the windows' p50s.
-    let mut p50s = [
-        [Vec::new(), Vec::new(), Vec::new()],
-        [Vec::new(), Vec::new(), Vec::new()],
-    ];
+    let mut p50s = vec![vec![Vec::new(); Placement::GROUPS.len()]; 2];
     let started = Instant::now();
     let mut turn = 0;
     while started.elapsed() < Duration::from_secs(secs as u64) {
@@ -257,24 +254,20 @@ fn latency_by_placement(_: &mut Criterion) {
             })
         };
         let after = common::line_round_trip();
-        let placement = match common::placement(before, after) {
-            'n' => 0,
-            'f' => 1,
-            _ => 2,
-        };
-        p50s[turn % 2][placement].push(p50);
+        p50s[turn % 2][Placement::around(before, after).row()].push(p50);
         turn += 1;
     }
     manager.stop().expect("stop");
     println!(
-        "latency_by_placement: windows of {WINDOW:?}; host line round trip near < 60 ns, \
-         far > 90 ns (`common::placement`); p50 of each window, in ns"
+        "latency_by_placement: windows of {WINDOW:?}; host line round trip near < {NEAR_NS} \
+         ns, far > {FAR_NS} ns (`common::Placement`); p50 of each window, in ns"
     );
     for (k, name) in ["tasker_queue_task", "channel_pool_reply"]
         .iter()
         .enumerate()
     {
-        for (placement, windows) in PLACEMENTS.iter().zip(&mut p50s[k]) {
+        for (group, windows) in Placement::GROUPS.iter().zip(&mut p50s[k]) {
+            let placement = group.name();
             windows.sort_unstable();
             match (windows.first(), windows.last()) {
                 (Some(lo), Some(hi)) => println!(

@@ -26,34 +26,51 @@ pub const WORKERS: usize = 2;
 /// their figures so a run can be read against it. `None` with fewer than two CPUs.
 pub fn line_round_trip() -> Option<u64> {
     const BOUNCES: u64 = 100_000;
-    let cores = core_affinity::get_core_ids()?;
-    let (&first, &second) = (cores.first()?, cores.get(1)?);
     let word = AtomicU64::new(0);
     let word = &word;
-    let elapsed = thread::scope(|s| {
-        s.spawn(move || {
-            core_affinity::set_for_current(second);
+    let elapsed = pinned_pair(
+        move || {
             for i in 0..BOUNCES {
                 while word.load(Ordering::Acquire) != 2 * i + 1 {
                     std::hint::spin_loop();
                 }
                 word.store(2 * i + 2, Ordering::Release);
             }
-        });
-        let started = s.spawn(move || {
-            core_affinity::set_for_current(first);
-            let start = Instant::now();
+        },
+        move || {
             for i in 0..BOUNCES {
                 word.store(2 * i + 1, Ordering::Release);
                 while word.load(Ordering::Acquire) != 2 * i + 2 {
                     std::hint::spin_loop();
                 }
             }
+        },
+    )?;
+    Some((elapsed.as_nanos() / u128::from(BOUNCES)) as u64)
+}
+
+/// Runs `responder` on a thread pinned to the second CPU and `caller` on one pinned to the
+/// first (where tasker pins its two workers), both at once; how long `caller` took. `None`
+/// with fewer than two CPUs.
+pub fn pinned_pair(
+    responder: impl FnOnce() + Send,
+    caller: impl FnOnce() + Send,
+) -> Option<Duration> {
+    let cores = core_affinity::get_core_ids()?;
+    let (&first, &second) = (cores.first()?, cores.get(1)?);
+    Some(thread::scope(|s| {
+        s.spawn(move || {
+            core_affinity::set_for_current(second);
+            responder();
+        });
+        let timed = s.spawn(move || {
+            core_affinity::set_for_current(first);
+            let start = Instant::now();
+            caller();
             start.elapsed()
         });
-        started.join().expect("the probe thread does not panic")
-    });
-    Some((elapsed.as_nanos() / u128::from(BOUNCES)) as u64)
+        timed.join().expect("the caller does not panic")
+    }))
 }
 
 /// `name` parsed as a positive integer, or `default` when unset. Panics on a bad value, so a
@@ -251,15 +268,56 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// What two probes of the host's line round trip ([`line_round_trip`]) taken around a
-/// measurement found: `n` (near) when both were under 60 ns, `f` (far) when both were over
-/// 90 ns, `m` (mixed) otherwise, `?` without a probe.
-pub fn placement(before: Option<u64>, after: Option<u64>) -> char {
-    match (before, after) {
-        (Some(b), Some(a)) if b.max(a) < 60 => 'n',
-        (Some(b), Some(a)) if b.min(a) > 90 => 'f',
-        (Some(_), Some(_)) => 'm',
-        _ => '?',
+/// A probe of the host's line round trip ([`line_round_trip`]) under this many nanoseconds
+/// found the two CPUs near each other.
+pub const NEAR_NS: u64 = 60;
+/// A probe over this many nanoseconds found them apart.
+pub const FAR_NS: u64 = 90;
+
+/// Where the host kept the two CPUs during a measurement, from two probes of the line round
+/// trip taken just before and just after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Both probes under [`NEAR_NS`].
+    Near,
+    /// Both probes over [`FAR_NS`].
+    Far,
+    /// Anything else: the host moved them, or a probe fell in between.
+    Mixed,
+    /// No probe (fewer than two CPUs).
+    Unknown,
+}
+
+impl Placement {
+    /// The groups a figure is reported in, in this order ([`Self::row`]).
+    pub const GROUPS: [Placement; 3] = [Placement::Near, Placement::Far, Placement::Mixed];
+
+    /// What the probes `before` and `after` a measurement found.
+    pub fn around(before: Option<u64>, after: Option<u64>) -> Self {
+        match (before, after) {
+            (Some(b), Some(a)) if b.max(a) < NEAR_NS => Placement::Near,
+            (Some(b), Some(a)) if b.min(a) > FAR_NS => Placement::Far,
+            (Some(_), Some(_)) => Placement::Mixed,
+            _ => Placement::Unknown,
+        }
+    }
+
+    /// Its index in [`Self::GROUPS`] (`Unknown` counts as mixed).
+    pub fn row(self) -> usize {
+        match self {
+            Placement::Near => 0,
+            Placement::Far => 1,
+            Placement::Mixed | Placement::Unknown => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Near => "near",
+            Placement::Far => "far",
+            Placement::Mixed => "mixed",
+            Placement::Unknown => "?",
+        }
     }
 }
 
@@ -268,8 +326,8 @@ pub fn placement(before: Option<u64>, after: Option<u64>) -> char {
 pub struct RoundFigures {
     /// (contender, figure of each round), in the order contenders were first seen.
     rows: Vec<(String, Vec<f64>)>,
-    /// The host placement each round of that contender ran in ([`placement`]), when known.
-    placements: Vec<(String, Vec<char>)>,
+    /// The host placement each round of that contender ran in, when known.
+    placements: Vec<(String, Vec<Placement>)>,
 }
 
 impl RoundFigures {
@@ -282,7 +340,7 @@ impl RoundFigures {
     }
 
     /// Notes the host placement `name`'s latest round ran in.
-    pub fn push_placement(&mut self, name: &str, placement: char) {
+    pub fn push_placement(&mut self, name: &str, placement: Placement) {
         match self.placements.iter_mut().find(|(n, _)| n == name) {
             Some((_, v)) => v.push(placement),
             None => self.placements.push((name.to_owned(), vec![placement])),
@@ -303,7 +361,7 @@ impl RoundFigures {
         println!(
             "{title}: median over rounds ({unit}), then each round in run order{}",
             if tagged {
-                " (host placement around it: n near, f far, m mixed; see `line_round_trip`)"
+                " (host placement around it; see `line_round_trip`)"
             } else {
                 ""
             }
@@ -319,7 +377,7 @@ impl RoundFigures {
                 .iter()
                 .enumerate()
                 .map(|(i, x)| match tags.get(i) {
-                    Some(t) => format!("{x:.2} {t}"),
+                    Some(t) => format!("{x:.2} {}", t.name()),
                     None => format!("{x:.2}"),
                 })
                 .collect();
@@ -372,7 +430,8 @@ pub fn bench_batches(
 /// Runs `bench(contender, id)` for every contender once per round ([`rounds`], in the order
 /// [`rotated`] gives), with `id` = `<name>/round<k>`. `bench` measures that contender and
 /// returns its per-batch figures, whose median becomes its figure for that round in
-/// `summary`, tagged with the host placement probed just before and after it ([`placement`]).
+/// `summary`, tagged with the host placement probed just before and after it
+/// ([`Placement::around`]).
 pub fn alternate<C: Copy>(
     contenders: &[C],
     name: impl Fn(C) -> &'static str,
@@ -385,7 +444,7 @@ pub fn alternate<C: Copy>(
             let figures = bench(contender, &format!("{}/round{round}", name(contender)));
             let after = line_round_trip();
             summary.push(name(contender), median(&figures));
-            summary.push_placement(name(contender), placement(before, after));
+            summary.push_placement(name(contender), Placement::around(before, after));
         }
     }
 }

@@ -88,8 +88,9 @@ enum Consumer {
 ///
 /// It bites: with `fill` storing `READY` `Relaxed` instead of `Release`, loom reports the
 /// consumer's read of the value racing the producer's write. With a woken wait that returns
-/// its outcome without taking its `parked` flag back, the count is left one too high. With `Shared`'s drop counting down `Relaxed` and without its `Acquire` fence, loom
-/// reports the last owner's drop of the value racing the producer's write (run vs. drop).
+/// its outcome without taking its `parked` flag back, the count is left one too high. With
+/// `Shared`'s drop counting down `Relaxed` and without its `Acquire` fence, loom reports the
+/// last owner's drop of the value racing the producer's write (run vs. drop).
 pub fn completion_slot_complete_vs_wait_vs_cancel_vs_drop() {
     for producer in [Producer::Run, Producer::Kill] {
         for consumer in [
@@ -156,7 +157,8 @@ fn completion_case(producer: Producer, consumer: Consumer) {
     let (woken, runnable) = completion::waiter_counts();
     assert_eq!(
         runnable, runnable_before,
-        "a wait the fill counted as woken uncounts itself once it runs, and no other ({producer:?} vs {consumer:?}, woken {woken_before} -> {woken})"
+        "a wait the fill counted as woken uncounts itself once it runs, and no other \
+         ({producer:?} vs {consumer:?}, woken {woken_before} -> {woken})"
     );
     if matches!(consumer, Consumer::Poll | Consumer::Drop) {
         assert_eq!(
