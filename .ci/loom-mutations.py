@@ -90,9 +90,9 @@ MUTATIONS = [
     (
         "lifecycle: the last task out looks for the drain before it leaves",
         "src/lifecycle.rs",
-        "        self.count(shard).fetch_sub(1, Ordering::SeqCst);\n        if self.is_drained() {",
+        "        self.count(shard).fetch_sub(n, Ordering::SeqCst);\n        if self.is_drained() {",
         "        let drained = self.is_drained();\n"
-        "        self.count(shard).fetch_sub(1, Ordering::SeqCst);\n"
+        "        self.count(shard).fetch_sub(n, Ordering::SeqCst);\n"
         "        if drained {",
         [
             "stop_racing_a_submission_neither_strands_nor_runs_twice",
@@ -157,6 +157,21 @@ MUTATIONS = [
         "            } else if closed() {\n                Some(false)\n            } else {",
         "            } else {",
         ["a_full_queue_waiter_is_answered_when_stop_begins"],
+    ),
+    (
+        "lifecycle: a worker about to search does not apply the outcomes it held back",
+        "src/worker.rs",
+        "        // (see `lifecycle`), before any look at whether the manager is drained.\n"
+        "        shared.settle();\n",
+        "        // (see `lifecycle`), before any look at whether the manager is drained.\n",
+        ["stop_racing_a_submission_neither_strands_nor_runs_twice"],
+    ),
+    (
+        "lifecycle: a task admitted against an owed outcome does not use it up",
+        "src/lifecycle.rs",
+        "            owed.store(held - 1, Ordering::Relaxed);",
+        "            owed.store(held, Ordering::Relaxed);",
+        ["stop_racing_tasks_made_on_a_worker_that_holds_outcomes_back"],
     ),
     (
         "cell cache: a shared cell's last owner does not acquire the other's uses",

@@ -45,6 +45,29 @@
 //!   after every decrement and finds 0 instead. Two threads may both report it; waking every
 //!   worker twice is harmless.
 //!
+//! # A worker settles its outcomes in batches
+//!
+//! A worker's shard is written by that worker only, so it may hold back the decrements of the
+//! outcomes it delivers: [`Lifecycle::finish_owned`] counts them in the shard's `owed` (a
+//! plain word of the same line, written only by the owner) and applies them with one
+//! `fetch_sub` once [`OWED_MAX`] are owed, once the manager is closed, and whenever the worker
+//! stops taking tasks ([`Lifecycle::settle`]: before it searches, sleeps, parks, makes a
+//! resource or exits). While it owes outcomes, a task it submits itself
+//! ([`Lifecycle::admit_owned`]) takes one of them over instead of adding to the count: the
+//! sum keeps the `+1` of a task that ended, which now stands for the new one. So a worker
+//! whose tasks make tasks, or that delivers a stream of outcomes, writes its count about once
+//! per [`OWED_MAX`] tasks instead of once or twice per task.
+//!
+//! Why the arguments above still hold: `owed` is never negative, so the sum never counts
+//! fewer tasks than are pending, only more (a held-back decrement stands for an outcome that
+//! was delivered): *no false "drained"* is unchanged. A task admitted against an owed outcome
+//! reads the flags open before it is accepted, and the `+1` it takes over was made by an
+//! accepted admission, which (its own flag read saw the gate open) precedes the close in `S`:
+//! the close's sum sees that `+1` (*no task slips past the close*). *The drain is seen*:
+//! after the close every outcome is applied at once, and an outcome held back from before the
+//! close is applied when its worker stops taking tasks, which it does once nothing is left to
+//! take; that `fetch_sub` is followed by the reads above like any other leave.
+//!
 //! # Shutdown, in order
 //!
 //! 1. `stop`/`kill` set the bits (above); `kill` also sets the flag every `TaskContext` reads.
@@ -69,16 +92,32 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicIsize, AtomicUsize, Ordering, fence};
+use crate::sync::{AtomicIsize, AtomicUsize, Ordering, StdAtomicIsize, fence};
 
 const CLOSED: usize = 1;
 const KILLED: usize = 2;
+
+/// A worker applies its held-back outcomes once this many are owed (see the module doc).
+#[cfg(not(loom))]
+pub(crate) const OWED_MAX: isize = 32;
+/// Small under loom, so the models reach the batch flush as well as the settle.
+#[cfg(loom)]
+pub(crate) const OWED_MAX: isize = 2;
+
+/// One shard's line: its count, and the outcomes its owner (a worker) holds back.
+struct Shard {
+    count: AtomicIsize,
+    /// Outcomes delivered by the owning worker and not yet subtracted from `count`; never
+    /// negative. Written only by that worker (plain loads and stores); read by others only
+    /// for [`Lifecycle::pending`], a statistic. Not a protocol word, so std's under loom too.
+    owed: StdAtomicIsize,
+}
 
 pub(crate) struct Lifecycle {
     /// `CLOSED | KILLED`: written by `close` only; read on every admission.
     flags: CachePadded<AtomicUsize>,
     /// Tasks in minus outcomes out, per shard (see the module doc).
-    counts: Box<[CachePadded<AtomicIsize>]>,
+    counts: Box<[CachePadded<Shard>]>,
 }
 
 /// Proof that a submission was accepted: it must end in [`Lifecycle::finish`].
@@ -101,14 +140,24 @@ impl Lifecycle {
         Lifecycle {
             flags: CachePadded::new(AtomicUsize::new(0)),
             counts: (0..shards.max(1))
-                .map(|_| CachePadded::new(AtomicIsize::new(0)))
+                .map(|_| {
+                    CachePadded::new(Shard {
+                        count: AtomicIsize::new(0),
+                        owed: StdAtomicIsize::new(0),
+                    })
+                })
                 .collect(),
         }
     }
 
     #[inline]
-    fn count(&self, shard: usize) -> &AtomicIsize {
+    fn shard(&self, shard: usize) -> &Shard {
         &self.counts[shard % self.counts.len()]
+    }
+
+    #[inline]
+    fn count(&self, shard: usize) -> &AtomicIsize {
+        &self.shard(shard).count
     }
 
     /// Enters the gate on `shard`: `Ok` when accepted, `Err(drained)` when closed (`drained`
@@ -130,9 +179,60 @@ impl Lifecycle {
         self.leave(shard)
     }
 
+    /// [`admit`](Self::admit) for the worker that owns `shard`, on its own thread: takes over
+    /// an owed outcome when it holds one (see the module doc), else admits as usual.
+    #[inline]
+    pub(crate) fn admit_owned(&self, shard: usize) -> Result<Admitted, Finished> {
+        let owed = &self.shard(shard).owed;
+        let held = owed.load(Ordering::Relaxed);
+        if held == 0 {
+            return self.admit(shard);
+        }
+        if self.flags.load(Ordering::SeqCst) & CLOSED == 0 {
+            owed.store(held - 1, Ordering::Relaxed);
+            return Ok(Admitted(()));
+        }
+        // Closed: apply what is owed (the drain must be seen) and refuse.
+        Err(self.settle(shard))
+    }
+
+    /// [`finish`](Self::finish) for the worker that owns `shard`, on its own thread: holds the
+    /// decrement back until [`OWED_MAX`] are owed or the manager is closed.
+    #[inline]
+    pub(crate) fn finish_owned(&self, admitted: Admitted, shard: usize) -> Finished {
+        let Admitted(()) = admitted;
+        let owed = &self.shard(shard).owed;
+        let held = owed.load(Ordering::Relaxed) + 1;
+        if held < OWED_MAX && self.flags.load(Ordering::SeqCst) & CLOSED == 0 {
+            owed.store(held, Ordering::Relaxed);
+            return Finished::Running;
+        }
+        owed.store(0, Ordering::Relaxed);
+        self.leave_many(shard, held)
+    }
+
+    /// Applies the outcomes the worker that owns `shard` holds back (on its own thread), and
+    /// reports the drain if that emptied a closed manager. A worker calls it whenever it stops
+    /// taking tasks for a while (see the module doc).
+    #[inline]
+    pub(crate) fn settle(&self, shard: usize) -> Finished {
+        let owed = &self.shard(shard).owed;
+        let held = owed.load(Ordering::Relaxed);
+        if held == 0 {
+            return Finished::Running;
+        }
+        owed.store(0, Ordering::Relaxed);
+        self.leave_many(shard, held)
+    }
+
     #[inline]
     fn leave(&self, shard: usize) -> Finished {
-        self.count(shard).fetch_sub(1, Ordering::SeqCst);
+        self.leave_many(shard, 1)
+    }
+
+    #[inline]
+    fn leave_many(&self, shard: usize, n: isize) -> Finished {
+        self.count(shard).fetch_sub(n, Ordering::SeqCst);
         if self.is_drained() {
             Finished::Drained
         } else {
@@ -178,13 +278,20 @@ impl Lifecycle {
     /// without the fence), and this runs only once the manager is closed.
     fn sum(&self) -> isize {
         fence(Ordering::SeqCst);
-        self.counts.iter().map(|c| c.load(Ordering::SeqCst)).sum()
+        self.counts
+            .iter()
+            .map(|c| c.count.load(Ordering::SeqCst))
+            .sum()
     }
 
     /// Accepted tasks without an outcome yet (a statistic: read while tasks come and go, the
-    /// shards are not read at one instant).
+    /// shards are not read at one instant). Outcomes a worker holds back are subtracted.
     pub(crate) fn pending(&self) -> usize {
-        let sum: isize = self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let sum: isize = self
+            .counts
+            .iter()
+            .map(|c| c.count.load(Ordering::Relaxed) - c.owed.load(Ordering::Relaxed))
+            .sum();
         sum.max(0) as usize
     }
 }
@@ -209,6 +316,82 @@ mod tests {
         assert_eq!(life.finish(b, 2), Finished::Drained);
         assert!(life.is_drained());
         assert_eq!(life.pending(), 0);
+    }
+
+    #[test]
+    fn a_worker_holds_its_outcomes_back_until_a_batch_is_owed() {
+        let life = Lifecycle::new(2);
+        let owed = OWED_MAX as usize;
+        // A submitter (shard 1) counts in owed + 1 tasks; the worker (shard 0) ends them.
+        let mut tickets: Vec<_> = (0..=owed).map(|_| life.admit(1).ok().unwrap()).collect();
+        for _ in 1..owed {
+            let t = tickets.pop().unwrap();
+            assert_eq!(life.finish_owned(t, 0), Finished::Running);
+        }
+        assert_eq!(life.count(0).load(Ordering::Relaxed), 0, "not written yet");
+        assert_eq!(life.pending(), 2, "the statistic counts what is held back");
+        // A task the worker makes takes a held-back outcome over: still no write.
+        tickets.push(life.admit_owned(0).ok().unwrap());
+        assert_eq!(life.count(0).load(Ordering::Relaxed), 0);
+        assert_eq!(life.pending(), 3);
+        // owed - 2 held back now: two more ends make a batch, applied with one write.
+        for _ in 0..2 {
+            let t = tickets.pop().unwrap();
+            assert_eq!(life.finish_owned(t, 0), Finished::Running);
+        }
+        assert_eq!(life.count(0).load(Ordering::Relaxed), -(OWED_MAX));
+        assert_eq!(life.pending(), 1);
+        // With nothing held back, a task the worker makes is counted in.
+        tickets.push(life.admit_owned(0).ok().unwrap());
+        assert_eq!(life.count(0).load(Ordering::Relaxed), 1 - OWED_MAX);
+        assert_eq!(life.pending(), 2);
+        assert_eq!(
+            life.finish_owned(tickets.pop().unwrap(), 0),
+            Finished::Running
+        );
+        // Settling applies what is held back, once.
+        assert_eq!(life.settle(0), Finished::Running);
+        assert_eq!(life.count(0).load(Ordering::Relaxed), -(OWED_MAX));
+        assert_eq!(life.settle(0), Finished::Running);
+        assert_eq!(life.count(0).load(Ordering::Relaxed), -(OWED_MAX));
+        assert_eq!(life.pending(), 1);
+        assert_eq!(tickets.len(), 1);
+    }
+
+    #[test]
+    fn a_closed_gate_makes_a_worker_settle_at_once_and_refuse() {
+        let life = Lifecycle::new(2);
+        let (a, b, c) = (
+            life.admit(1).ok().unwrap(),
+            life.admit(1).ok().unwrap(),
+            life.admit(1).ok().unwrap(),
+        );
+        assert_eq!(life.finish_owned(a, 0), Finished::Running);
+        assert_eq!(life.close(false), Finished::Running);
+        // Held back from before the close: not drained while the worker owes it.
+        assert!(!life.is_drained());
+        // A task the worker makes now is refused, and what it owed is applied.
+        assert!(matches!(life.admit_owned(0), Err(Finished::Running)));
+        assert_eq!(life.count(0).load(Ordering::Relaxed), -1);
+        // After the close every outcome is applied at once; the last one finds the drain.
+        assert_eq!(life.finish_owned(b, 0), Finished::Running);
+        assert_eq!(life.count(0).load(Ordering::Relaxed), -2);
+        assert_eq!(life.finish_owned(c, 0), Finished::Drained);
+        assert!(life.is_drained());
+    }
+
+    #[test]
+    fn settling_after_the_close_reports_the_drain() {
+        let life = Lifecycle::new(2);
+        let a = life.admit(1).ok().unwrap();
+        assert_eq!(life.finish_owned(a, 0), Finished::Running);
+        assert_eq!(
+            life.close(true),
+            Finished::Running,
+            "an outcome is held back"
+        );
+        assert_eq!(life.settle(0), Finished::Drained);
+        assert!(life.is_drained());
     }
 
     #[test]

@@ -200,10 +200,27 @@ impl<R, E> Shared<R, E> {
         (!ptr.is_null()).then(|| unsafe { &*ptr.cast::<Worker<Queued<R, E>>>() })
     }
 
-    /// An accepted task got its outcome.
+    /// An accepted task got its outcome. A worker of this manager holds the count's
+    /// decrement back (see `lifecycle`, "A worker settles its outcomes in batches").
     #[inline]
     pub(crate) fn finish(&self, ticket: Admitted) {
-        if self.lifecycle.finish(ticket, self.shard()) == Finished::Drained {
+        let finished = if self.is_current_worker() {
+            self.lifecycle
+                .finish_owned(ticket, WORKER_INDEX.with(|c| c.get()))
+        } else {
+            self.lifecycle.finish(ticket, self.shard())
+        };
+        if finished == Finished::Drained {
+            self.wake_all();
+        }
+    }
+
+    /// A worker of this manager is about to stop taking tasks for a while (search, sleep,
+    /// park, make a resource, exit): it applies the outcomes it holds back.
+    #[inline]
+    pub(crate) fn settle(&self) {
+        debug_assert!(self.is_current_worker());
+        if self.lifecycle.settle(WORKER_INDEX.with(|c| c.get())) == Finished::Drained {
             self.wake_all();
         }
     }
@@ -267,7 +284,11 @@ impl<R, E> Shared<R, E> {
     /// Enters the lifecycle gate on the calling thread's shard (see `lifecycle`).
     #[inline]
     pub(crate) fn admit(&self) -> Result<Admitted, Finished> {
-        self.lifecycle.admit(self.shard())
+        if self.is_current_worker() {
+            self.lifecycle.admit_owned(WORKER_INDEX.with(|c| c.get()))
+        } else {
+            self.lifecycle.admit(self.shard())
+        }
     }
 
     /// True on a worker thread of this manager (a task calling back into its manager).

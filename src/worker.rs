@@ -154,6 +154,9 @@ pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
     } else {
         let _ = worker.run();
     }
+    // Nothing is held back by now (a worker leaves its loop only once drained or parked,
+    // and both settle first); settling again costs a load.
+    shared.settle();
     worker.release_resource();
     worker
         .recorder
@@ -309,6 +312,7 @@ impl<R, E> WorkerLoop<'_, R, E> {
     #[cold]
     fn park(&mut self) {
         let shared = self.shared;
+        shared.settle();
         while let Some(queued) = self.local.pop() {
             shared.queues.normal.push(queued);
         }
@@ -354,6 +358,9 @@ impl<R, E> WorkerLoop<'_, R, E> {
         if let Some(task) = self.find_task() {
             return Next::Task(task);
         }
+        // No longer taking tasks one after the other: the outcomes held back are applied
+        // (see `lifecycle`), before any look at whether the manager is drained.
+        shared.settle();
         // Searching: the last clock read no longer stands for "now".
         self.last_clock = None;
         let backoff = Backoff::with_max_pauses(SEARCH_MAX_PAUSES);
@@ -646,6 +653,9 @@ impl<R, E> WorkerLoop<'_, R, E> {
     #[cold]
     fn make_resource(&mut self, holding: bool) -> bool {
         let shared = self.shared;
+        // This may take a while (backoff), and the drain checks below need the held-back
+        // outcomes applied.
+        shared.settle();
         let (burst, slot) = (self.burst && !holding, self.slot);
         let gave_up = || {
             shared.lifecycle.is_killed()

@@ -64,6 +64,7 @@ models!(
     stop_racing_a_submission_neither_strands_nor_runs_twice,
     kill_racing_queued_and_running_tasks_resolves_each_once,
     kill_queued_racing_the_worker_resolves_each_once,
+    stop_racing_tasks_made_on_a_worker_that_holds_outcomes_back,
     unhealthy_requeue_racing_stop,
     burst_slot_parking_while_a_task_arrives,
     parked_burst_slot_does_not_miss_shutdown,

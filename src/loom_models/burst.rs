@@ -26,7 +26,7 @@ use crate::sync::thread;
 /// `wait_activation` now moves `PARK_REQUESTED` to `PARKED` before it waits (unit test
 /// `a_slot_activated_then_asked_to_park_before_it_ran_*` in `slot.rs`).
 ///
-/// Run at preemption bound 2 unless `LOOM_FULL` is set: 59 224 executions, 8.2 s. At bound 3
+/// Run at preemption bound 2 unless `LOOM_FULL` is set: 57 775 executions, 7.4 s. At bound 3
 /// (release, `LOOM_FULL=1 LOOM_MAX_PREEMPTIONS=3`, a loaded machine): 2 394 348 executions,
 /// 506 s, the largest model; run that after changing the slot, the worker loop or shutdown.
 ///

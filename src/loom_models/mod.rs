@@ -63,6 +63,7 @@ pub use shutdown::{
     kill_queued_racing_the_worker_resolves_each_once,
     kill_racing_queued_and_running_tasks_resolves_each_once,
     stop_racing_a_submission_neither_strands_nor_runs_twice,
+    stop_racing_tasks_made_on_a_worker_that_holds_outcomes_back,
 };
 pub use sleep::{
     a_task_made_inside_a_task_is_stolen_by_an_idle_peer, submit_racing_a_sleeping_worker_is_run,

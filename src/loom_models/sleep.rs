@@ -160,8 +160,8 @@ pub fn submit_racing_a_worker_falling_asleep_loses_no_wakeup() {
 /// `queue_task_async`, waiting on its handle. A lost wake-up leaves a caller waiting
 /// forever: loom reports the deadlock. Then `stop`.
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): one submitter 4 719 executions, two
-/// submitters 86 879; 8.7 s in all.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): one submitter 6 026 executions, two
+/// submitters 101 479; 14 s in all.
 ///
 /// It bites: without the fence at the top of `notify_one` this model fails too (in its first
 /// second); so it does when a blocking submission's wait never pays the wake-up it owes.
@@ -206,7 +206,7 @@ pub fn submit_racing_a_sleeping_worker_is_run() {
 /// there and wakes a sleeper). A lost wake-up leaves the parent waiting forever: loom reports
 /// the deadlock. Then `stop`.
 ///
-/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 1 405 397 executions, 233 s.
+/// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 1 600 863 executions, 218 s.
 ///
 /// It bites: a push to the local deque that skips the `notify_one` after it leaves the peer
 /// asleep with the child in a deque only it could steal from.

@@ -76,10 +76,15 @@ impl<R, E> Queues<R, E> {
     ) -> Option<Queued<R, E>> {
         loop {
             let mut retry = false;
-            match self.priority.steal() {
-                Steal::Success(job) => return Some(job),
-                Steal::Retry => retry = true,
-                Steal::Empty => {}
+            // A look first, as for the peers below: two plain loads, where a steal from an
+            // empty injector pays a fence, and this look comes before every pick. A priority
+            // push that happened before this look is seen by it (the loads are `SeqCst`).
+            if !self.priority.is_empty() {
+                match self.priority.steal() {
+                    Steal::Success(job) => return Some(job),
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
             }
             if injector_first {
                 match self.normal.steal_batch_and_pop(local) {
