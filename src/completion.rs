@@ -751,6 +751,13 @@ impl Caught {
     /// These and `other`'s.
     #[inline]
     pub(crate) fn and(mut self, other: Caught) -> Caught {
+        // Almost always both are empty: no call into `Vec`'s extend, which is not inlined.
+        if other.0.is_empty() {
+            return self;
+        }
+        if self.0.is_empty() {
+            return other;
+        }
         self.0.extend(other.0);
         self
     }
@@ -876,6 +883,32 @@ mod tests {
             TaskHandle::new(unsize!(Shared, handle => dyn AsSlot<T, E>)),
             slot,
         )
+    }
+
+    #[test]
+    fn caught_panics_are_kept_in_order_when_joined() {
+        let one = |site, text: &str| {
+            let mut c = Caught::nothing();
+            c.add(site, Err(text.to_owned()));
+            c
+        };
+        let sites = |c: Caught| c.0;
+        assert!(Caught::nothing().and(Caught::nothing()).is_empty());
+        assert_eq!(
+            sites(Caught::nothing().and(one(Site::Callback, "cb"))),
+            [(Site::Callback, "cb".to_owned())]
+        );
+        assert_eq!(
+            sites(one(Site::OnDestroy, "d").and(Caught::nothing())),
+            [(Site::OnDestroy, "d".to_owned())]
+        );
+        assert_eq!(
+            sites(one(Site::Callback, "cb").and(one(Site::Drop("a value"), "v"))),
+            [
+                (Site::Callback, "cb".to_owned()),
+                (Site::Drop("a value"), "v".to_owned())
+            ]
+        );
     }
 
     #[test]

@@ -75,7 +75,7 @@ enum Start {
 /// deadlock.
 ///
 /// Run at preemption bound 2 unless `LOOM_FULL` is set: parked 11 984 executions, parking
-/// 24 082, activated 54 354; 5 s in all. At bound 3 (`LOOM_FULL=1`, a loaded machine): parked
+/// 24 034, activated 54 292; 11 s in all. At bound 3 (`LOOM_FULL=1`, a loaded machine): parked
 /// 126 623, parking 541 982, activated 1 150 676; 206 s in all.
 ///
 /// It bites: with the slot's check of `CLOSED` in `wait_activation` removed, loom finds the
