@@ -10,6 +10,10 @@
 //!   with `queue_task_with_callback`; the callback counts the completion;
 //! - `tasker_handle`: the same with `queue_task_async`, the handle dropped (a task may not
 //!   block on a task of its own manager: that answers `WouldDeadlock`), the body counts;
+//! - `tasker_static`: as `tasker_callback`, but the manager lives for the program (a
+//!   `&'static` to it, as a service keeps one in a `static`), so a child captures a plain
+//!   reference instead of a clone: no reference count written per task, as rayon's children
+//!   borrow their scope (the difference to `tasker_callback` is what the clones cost);
 //! - `rayon_scope`: `pool.scope(|s| ..)` and `s.spawn(|s| ..)` for every child;
 //! - `tokio_spawn`: a multi-thread runtime with 2 workers, `tokio::spawn` of an `async` block
 //!   from inside the parent's `async` block (the join handle dropped);
@@ -107,6 +111,20 @@ fn tasker_callback_node(m: &Manager, depth: u32) {
     );
 }
 
+/// The same through a manager that lives for the program: a child captures the reference.
+fn tasker_static_node(m: &'static Manager, depth: u32) {
+    m.queue_task_with_callback(
+        move |_: &mut (), _: &TaskContext| {
+            if depth > 0 {
+                tasker_static_node(m, depth - 1);
+                tasker_static_node(m, depth - 1);
+            }
+            Ok::<(), Infallible>(())
+        },
+        |r: Result<(), TaskError<Infallible>>| task_done(r.is_ok()),
+    );
+}
+
 /// The same with handle delivery, the handles dropped; the body counts itself.
 fn tasker_handle_node(m: &Manager, depth: u32) {
     let me = m.clone();
@@ -156,15 +174,17 @@ fn threadpool_node(p: &threadpool::ThreadPool, depth: u32) {
 enum Contender {
     TaskerCallback,
     TaskerHandle,
+    TaskerStatic,
     RayonScope,
     TokioSpawn,
     ThreadpoolExecute,
 }
 
 impl Contender {
-    const ALL: [Contender; 5] = [
+    const ALL: [Contender; 6] = [
         Contender::TaskerCallback,
         Contender::TaskerHandle,
+        Contender::TaskerStatic,
         Contender::RayonScope,
         Contender::TokioSpawn,
         Contender::ThreadpoolExecute,
@@ -174,6 +194,7 @@ impl Contender {
         match self {
             Contender::TaskerCallback => "tasker_callback",
             Contender::TaskerHandle => "tasker_handle",
+            Contender::TaskerStatic => "tasker_static",
             Contender::RayonScope => "rayon_scope",
             Contender::TokioSpawn => "tokio_spawn",
             Contender::ThreadpoolExecute => "threadpool_execute",
@@ -212,6 +233,18 @@ fn fanout(c: &mut Criterion) {
                     bench_batches(&mut group, id, n, &mut rates, || {
                         start_tree(n);
                         tasker_handle_node(&manager, depth);
+                        wait_tree(n);
+                    });
+                    manager.stop().expect("stop");
+                }
+                Contender::TaskerStatic => {
+                    // Leaked for the program's life, as a `static` would be: stopped (its
+                    // threads joined, its resources destroyed) after its round, its handle
+                    // never dropped (its memory, a few hundred KiB, stays for the process).
+                    let manager: &'static Manager = Box::leak(Box::new(common::tasker_manager()));
+                    bench_batches(&mut group, id, n, &mut rates, || {
+                        start_tree(n);
+                        tasker_static_node(manager, depth);
                         wait_tree(n);
                     });
                     manager.stop().expect("stop");
@@ -258,6 +291,8 @@ fn fanout(c: &mut Criterion) {
     );
     let ratio = summary.median_of("tasker_callback") / summary.median_of("rayon_scope");
     println!("fanout: tasker_callback / rayon_scope = {ratio:.2}");
+    let ratio = summary.median_of("tasker_static") / summary.median_of("rayon_scope");
+    println!("fanout: tasker_static / rayon_scope = {ratio:.2}");
 }
 
 criterion::criterion_group!(benches, fanout);
