@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Conn, Counts, DbError, Gate, TIMEOUT, builder, eventually};
+use common::{Conn, Counts, DbError, Gate, TIMEOUT, builder, eventually, fixed};
 use tasker::{TaskContext, TaskError, TaskMetrics};
 
 /// What a task of the known mix does on each run.
@@ -519,46 +519,36 @@ fn metrics_from_another_thread_while_tasks_run_never_blocks() {
 #[test]
 fn pending_tasks_is_exact_while_a_busy_worker_holds_outcomes_back() {
     let counts = Counts::new();
-    let m = builder(&counts)
-        .worker_count(1)
-        .max_worker_count(1)
-        .build()
-        .unwrap();
+    let m = fixed(&counts, 1);
     let (done_tx, done_rx) = mpsc::channel();
     let deliver = |tx: &mpsc::Sender<bool>| {
         let tx = tx.clone();
         move |r: Result<u32, TaskError<DbError>>| tx.send(r.is_ok()).unwrap()
     };
+    // A task that holds the worker until its gate opens.
+    let held = |gate: &Gate| {
+        let waiter = gate.waiter();
+        m.queue_task_once_with_callback(
+            move |_: &mut Conn, _: &TaskContext| {
+                waiter.enter();
+                Ok(0)
+            },
+            deliver(&done_tx),
+        );
+    };
     // The worker is held in a first task while ten more and a last one queue behind it, so
     // it never searches (nor settles) between them.
-    let (first_started, first_open) = (mpsc::channel(), mpsc::channel::<()>());
-    let (tx, open) = (first_started.0, first_open.1);
-    m.queue_task_once_with_callback(
-        move |_: &mut Conn, _: &TaskContext| {
-            tx.send(()).unwrap();
-            let _ = open.recv_timeout(TIMEOUT);
-            Ok(0)
-        },
-        deliver(&done_tx),
-    );
-    first_started.1.recv_timeout(TIMEOUT).unwrap();
+    let (first, last) = (Gate::new(), Gate::new());
+    held(&first);
+    first.wait_started();
     for _ in 0..10 {
         m.queue_task_with_callback(|_: &mut Conn, _: &TaskContext| Ok(1), deliver(&done_tx));
     }
-    let (last_started, last_open) = (mpsc::channel(), mpsc::channel::<()>());
-    let (tx, open) = (last_started.0, last_open.1);
-    m.queue_task_once_with_callback(
-        move |_: &mut Conn, _: &TaskContext| {
-            tx.send(()).unwrap();
-            let _ = open.recv_timeout(TIMEOUT);
-            Ok(2)
-        },
-        deliver(&done_tx),
-    );
+    held(&last);
     assert_eq!(m.stats().pending_tasks, 12);
-    first_open.0.send(()).unwrap();
+    first.open();
     // The last task starts only after the eleven before it were delivered and finished.
-    last_started.1.recv_timeout(TIMEOUT).unwrap();
+    last.wait_started();
     for _ in 0..11 {
         assert!(done_rx.recv_timeout(TIMEOUT).unwrap());
     }
@@ -567,7 +557,7 @@ fn pending_tasks_is_exact_while_a_busy_worker_holds_outcomes_back() {
         1,
         "only the running task is pending"
     );
-    last_open.0.send(()).unwrap();
+    last.open();
     assert!(done_rx.recv_timeout(TIMEOUT).unwrap());
     // Idle, the worker has applied everything.
     assert!(eventually(|| m.stats().pending_tasks == 0));
