@@ -203,12 +203,11 @@ impl Lifecycle {
         let Admitted(()) = admitted;
         let owed = &self.shard(shard).owed;
         let held = owed.load(Ordering::Relaxed) + 1;
+        owed.store(held, Ordering::Relaxed);
         if held < OWED_MAX && self.flags.load(Ordering::SeqCst) & CLOSED == 0 {
-            owed.store(held, Ordering::Relaxed);
             return Finished::Running;
         }
-        owed.store(0, Ordering::Relaxed);
-        self.leave_many(shard, held)
+        self.settle(shard)
     }
 
     /// Applies the outcomes the worker that owns `shard` holds back (on its own thread), and

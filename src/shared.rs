@@ -204,11 +204,9 @@ impl<R, E> Shared<R, E> {
     /// decrement back (see `lifecycle`, "A worker settles its outcomes in batches").
     #[inline]
     pub(crate) fn finish(&self, ticket: Admitted) {
-        let finished = if self.is_current_worker() {
-            self.lifecycle
-                .finish_owned(ticket, WORKER_INDEX.with(|c| c.get()))
-        } else {
-            self.lifecycle.finish(ticket, self.shard())
+        let finished = match self.worker_index() {
+            Some(me) => self.lifecycle.finish_owned(ticket, me),
+            None => self.lifecycle.finish(ticket, self.shard()),
         };
         if finished == Finished::Drained {
             self.wake_all();
@@ -219,8 +217,11 @@ impl<R, E> Shared<R, E> {
     /// park, make a resource, exit): it applies the outcomes it holds back.
     #[inline]
     pub(crate) fn settle(&self) {
-        debug_assert!(self.is_current_worker());
-        if self.lifecycle.settle(WORKER_INDEX.with(|c| c.get())) == Finished::Drained {
+        let me = self.worker_index();
+        debug_assert!(me.is_some(), "only a worker holds outcomes back");
+        if let Some(me) = me
+            && self.lifecycle.settle(me) == Finished::Drained
+        {
             self.wake_all();
         }
     }
@@ -267,27 +268,30 @@ impl<R, E> Shared<R, E> {
     /// its own line.
     #[inline]
     pub(crate) fn shard(&self) -> usize {
-        if self.is_current_worker() {
-            WORKER_INDEX.with(|c| c.get())
-        } else {
-            self.workers.len() + crate::metrics::thread_shard()
-        }
+        self.worker_index()
+            .unwrap_or_else(|| self.workers.len() + crate::metrics::thread_shard())
+    }
+
+    /// The calling thread's worker index, on a worker of this manager.
+    #[inline]
+    fn worker_index(&self) -> Option<usize> {
+        self.is_current_worker()
+            .then(|| WORKER_INDEX.with(|c| c.get()))
     }
 
     /// The calling worker's own tally (it is its only writer), or `None` off the workers.
     #[inline]
     pub(crate) fn own_tally(&self) -> Option<&crate::metrics::Tally> {
-        self.is_current_worker()
-            .then(|| &self.workers[WORKER_INDEX.with(|c| c.get())].metrics.tally)
+        self.worker_index()
+            .map(|me| &self.workers[me].metrics.tally)
     }
 
     /// Enters the lifecycle gate on the calling thread's shard (see `lifecycle`).
     #[inline]
     pub(crate) fn admit(&self) -> Result<Admitted, Finished> {
-        if self.is_current_worker() {
-            self.lifecycle.admit_owned(WORKER_INDEX.with(|c| c.get()))
-        } else {
-            self.lifecycle.admit(self.shard())
+        match self.worker_index() {
+            Some(me) => self.lifecycle.admit_owned(me),
+            None => self.lifecycle.admit(self.shard()),
         }
     }
 

@@ -156,10 +156,10 @@ pub fn kill_queued_racing_the_worker_resolves_each_once() {
 /// outcome and holds its decrement back (`Lifecycle::finish_owned`); the grandchild is then
 /// admitted against that held-back outcome instead of being counted in
 /// (`Lifecycle::admit_owned`), unless the close came first. Each task made is either refused
-/// (`ShuttingDown`, never run: then it makes no task) or run exactly once, the worker does not exit before every
-/// accepted task ran (it would be stranded) nor sleep with an outcome held back (`stop` would
-/// wait for a drain nobody reports: loom reports the deadlock), and the count is 0 at the
-/// end.
+/// (`ShuttingDown`, never run: then it makes no task) or run exactly once; the worker neither
+/// exits before every accepted task ran (it would be stranded) nor sleeps with an outcome held
+/// back (`stop` would wait for a drain nobody reports: loom reports the deadlock); and the
+/// count is 0 at the end.
 ///
 /// Measured (release, `LOOM_MAX_PREEMPTIONS=3`): 916 executions, 0.07 s.
 ///
