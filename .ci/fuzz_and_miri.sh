@@ -7,8 +7,8 @@
 #    libFuzzer). It runs on stable with `-s none` (no sanitizer); if the default toolchain
 #    cannot build it, nightly is tried. Skipped, and said so, when neither can.
 # 2. Miri: the completion-slot unit tests, the unit tests whose names match `task`, and the
-#    cell cache's (`cargo +nightly miri test -p tasker --lib -- completion task cells`, one
-#    invocation; its leak check also proves a thread's cache is freed when the thread exits), under the default Stacked Borrows. With MIRI_E2E=1 also the fuzz bodies' small
+#    cell cache's and the manager handles' (`cargo +nightly miri test -p tasker --lib --
+#    completion task cells handle`, one invocation; its leak check also proves a thread's cache is freed when the thread exits), under the default Stacked Borrows. With MIRI_E2E=1 also the fuzz bodies' small
 #    end-to-end tests (`-p tasker-fuzz-bodies --lib`, in fuzz/bodies: real workers, queues, task
 #    cells), under Tree Borrows and without the leak check, because crossbeam-epoch breaks
 #    Stacked Borrows and leaks its global collector on purpose (crossbeam-rs/crossbeam#545, #996). Skipped, and said so, when
@@ -106,7 +106,7 @@ elif ! cargo +nightly miri --version >/dev/null 2>&1; then
 else
     # Miri builds under its own directory (CARGO_TARGET_DIR or target/, then miri/).
     step "miri setup" cargo +nightly miri setup
-    step "miri: completion, task, cells" cargo +nightly miri test -p tasker --lib -- completion task cells
+    step "miri: completion, task, cells, handle" cargo +nightly miri test -p tasker --lib -- completion task cells handle
     if [[ ${MIRI_E2E:-0} == 1 ]]; then
         step "miri: fuzzing end-to-end (Tree Borrows)" env \
             MIRIFLAGS="${MIRIFLAGS:-} -Zmiri-tree-borrows -Zmiri-ignore-leaks -Zmiri-permissive-provenance" \

@@ -184,6 +184,20 @@ MUTATIONS = [
         "        let _ = fence;",
         ["completion_slot_complete_vs_wait_vs_cancel_vs_drop"],
     ),
+    (
+        "handle: a view's clone that finds 0 takes no strong reference",
+        "src/handle.rs",
+        "            unsafe { Arc::increment_strong_count(self.ptr) };\n",
+        "",
+        ["last_handle_dropped_while_a_task_clones_its_lent_manager"],
+    ),
+    (
+        "handle: the last drop neither releases nor acquires",
+        "src/handle.rs",
+        "        if self.handles().fetch_sub(1, Ordering::Release) != 1 {\n            return;\n        }\n        fence(Ordering::Acquire);",
+        "        if self.handles().fetch_sub(1, Ordering::Relaxed) != 1 {\n            return;\n        }\n        let _ = fence;",
+        ["last_handle_dropped_while_a_task_clones_its_lent_manager"],
+    ),
 ]
 
 

@@ -6,14 +6,15 @@
 //! nested submission costs) against the peers a user would reach for to do the same, each
 //! with 2 worker threads:
 //!
-//! - `tasker_callback`: each task captures a clone of the manager and submits its two children
-//!   with `queue_task_with_callback`; the callback counts the completion;
-//! - `tasker_handle`: the same with `queue_task_async`, the handle dropped (a task may not
-//!   block on a task of its own manager: that answers `WouldDeadlock`), the body counts;
-//! - `tasker_static`: as `tasker_callback`, but the manager lives for the program (a
-//!   `&'static` to it, as a service keeps one in a `static`), so a child captures a plain
-//!   reference instead of a clone: no reference count written per task, as rayon's children
-//!   borrow their scope (the difference to `tasker_callback` is what the clones cost);
+//! - `tasker_callback`: each task submits its two children with `queue_task_with_callback`
+//!   through the manager its context lends it (`TaskContext::manager`: nothing captured, no
+//!   reference count written per task, as rayon's children borrow their scope); the
+//!   callback counts the completion;
+//! - `tasker_clone`: the same, but each task captures a clone of the manager (what a program
+//!   that does not use the lent manager pays: a shared count written twice per task);
+//! - `tasker_handle`: as `tasker_callback` with `queue_task_async`, the handle dropped (a
+//!   task may not block on a task of its own manager: that answers `WouldDeadlock`), the body
+//!   counts;
 //! - `rayon_scope`: `pool.scope(|s| ..)` and `s.spawn(|s| ..)` for every child;
 //! - `tokio_spawn`: a multi-thread runtime with 2 workers, `tokio::spawn` of an `async` block
 //!   from inside the parent's `async` block (the join handle dropped);
@@ -96,14 +97,30 @@ fn check_tree(n: usize) {
 
 type Manager = TaskManager<(), Infallible>;
 
-/// Submits a task that submits two children (callback delivery) until `depth` reaches 0.
+/// Submits a task that submits two children (callback delivery) until `depth` reaches 0,
+/// through the manager the task's context lends it (no manager captured).
 fn tasker_callback_node(m: &Manager, depth: u32) {
+    m.queue_task_with_callback(
+        move |_: &mut (), ctx: &TaskContext| {
+            if depth > 0 {
+                let m: &Manager = ctx.manager().expect("the manager's R and E");
+                tasker_callback_node(m, depth - 1);
+                tasker_callback_node(m, depth - 1);
+            }
+            Ok::<(), Infallible>(())
+        },
+        |r: Result<(), TaskError<Infallible>>| task_done(r.is_ok()),
+    );
+}
+
+/// The same with a clone of the manager captured by every child.
+fn tasker_clone_node(m: &Manager, depth: u32) {
     let me = m.clone();
     m.queue_task_with_callback(
         move |_: &mut (), _: &TaskContext| {
             if depth > 0 {
-                tasker_callback_node(&me, depth - 1);
-                tasker_callback_node(&me, depth - 1);
+                tasker_clone_node(&me, depth - 1);
+                tasker_clone_node(&me, depth - 1);
             }
             Ok::<(), Infallible>(())
         },
@@ -111,27 +128,14 @@ fn tasker_callback_node(m: &Manager, depth: u32) {
     );
 }
 
-/// The same through a manager that lives for the program: a child captures the reference.
-fn tasker_static_node(m: &'static Manager, depth: u32) {
-    m.queue_task_with_callback(
-        move |_: &mut (), _: &TaskContext| {
-            if depth > 0 {
-                tasker_static_node(m, depth - 1);
-                tasker_static_node(m, depth - 1);
-            }
-            Ok::<(), Infallible>(())
-        },
-        |r: Result<(), TaskError<Infallible>>| task_done(r.is_ok()),
-    );
-}
-
-/// The same with handle delivery, the handles dropped; the body counts itself.
+/// As `tasker_callback_node` with handle delivery, the handles dropped; the body counts
+/// itself.
 fn tasker_handle_node(m: &Manager, depth: u32) {
-    let me = m.clone();
-    drop(m.queue_task_async(move |_: &mut (), _: &TaskContext| {
+    drop(m.queue_task_async(move |_: &mut (), ctx: &TaskContext| {
         if depth > 0 {
-            tasker_handle_node(&me, depth - 1);
-            tasker_handle_node(&me, depth - 1);
+            let m: &Manager = ctx.manager().expect("the manager's R and E");
+            tasker_handle_node(m, depth - 1);
+            tasker_handle_node(m, depth - 1);
         }
         task_done(true);
         Ok::<(), Infallible>(())
@@ -173,8 +177,8 @@ fn threadpool_node(p: &threadpool::ThreadPool, depth: u32) {
 #[derive(Clone, Copy)]
 enum Contender {
     TaskerCallback,
+    TaskerClone,
     TaskerHandle,
-    TaskerStatic,
     RayonScope,
     TokioSpawn,
     ThreadpoolExecute,
@@ -183,8 +187,8 @@ enum Contender {
 impl Contender {
     const ALL: [Contender; 6] = [
         Contender::TaskerCallback,
+        Contender::TaskerClone,
         Contender::TaskerHandle,
-        Contender::TaskerStatic,
         Contender::RayonScope,
         Contender::TokioSpawn,
         Contender::ThreadpoolExecute,
@@ -193,8 +197,8 @@ impl Contender {
     fn name(self) -> &'static str {
         match self {
             Contender::TaskerCallback => "tasker_callback",
+            Contender::TaskerClone => "tasker_clone",
             Contender::TaskerHandle => "tasker_handle",
-            Contender::TaskerStatic => "tasker_static",
             Contender::RayonScope => "rayon_scope",
             Contender::TokioSpawn => "tokio_spawn",
             Contender::ThreadpoolExecute => "threadpool_execute",
@@ -228,23 +232,20 @@ fn fanout(c: &mut Criterion) {
                     });
                     manager.stop().expect("stop");
                 }
+                Contender::TaskerClone => {
+                    let manager = common::tasker_manager();
+                    bench_batches(&mut group, id, n, &mut rates, || {
+                        start_tree(n);
+                        tasker_clone_node(&manager, depth);
+                        wait_tree(n);
+                    });
+                    manager.stop().expect("stop");
+                }
                 Contender::TaskerHandle => {
                     let manager = common::tasker_manager();
                     bench_batches(&mut group, id, n, &mut rates, || {
                         start_tree(n);
                         tasker_handle_node(&manager, depth);
-                        wait_tree(n);
-                    });
-                    manager.stop().expect("stop");
-                }
-                Contender::TaskerStatic => {
-                    // Leaked for the program's life, as a `static` would be: stopped (its
-                    // threads joined, its resources destroyed) after its round, its handle
-                    // never dropped (its memory, a few hundred KiB, stays for the process).
-                    let manager: &'static Manager = Box::leak(Box::new(common::tasker_manager()));
-                    bench_batches(&mut group, id, n, &mut rates, || {
-                        start_tree(n);
-                        tasker_static_node(manager, depth);
                         wait_tree(n);
                     });
                     manager.stop().expect("stop");
@@ -291,8 +292,8 @@ fn fanout(c: &mut Criterion) {
     );
     let ratio = summary.median_of("tasker_callback") / summary.median_of("rayon_scope");
     println!("fanout: tasker_callback / rayon_scope = {ratio:.2}");
-    let ratio = summary.median_of("tasker_static") / summary.median_of("rayon_scope");
-    println!("fanout: tasker_static / rayon_scope = {ratio:.2}");
+    let ratio = summary.median_of("tasker_clone") / summary.median_of("rayon_scope");
+    println!("fanout: tasker_clone / rayon_scope = {ratio:.2}");
 }
 
 criterion::criterion_group!(benches, fanout);

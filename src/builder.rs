@@ -10,7 +10,7 @@ use crate::error::BuildError;
 use crate::latch::Latch;
 use crate::lifecycle::Lifecycle;
 use crate::log::{Logger, TracingLogger};
-use crate::manager::TaskManager;
+use crate::manager::{Control, TaskManager};
 use crate::metrics::Metrics;
 use crate::metrics::collector::MetricsCollector;
 use crate::metrics::window;
@@ -853,6 +853,7 @@ impl<R: Send + 'static, E: Send + 'static> Builder<R, E> {
             start_gate: Latch::new(),
             exited: Latch::new(),
             backoff: (Mutex::new(()), Condvar::new()),
+            control: Control::new(),
             base_workers: base,
             bursting: max_workers > base,
             keep_burst_resources: self.keep_burst_resources,

@@ -70,6 +70,7 @@ mod cells;
 mod clock;
 mod completion;
 mod error;
+mod handle;
 mod latch;
 mod lifecycle;
 mod log;

@@ -3,6 +3,8 @@
 //! snapshots.
 
 use std::fmt;
+
+use crossbeam_utils::CachePadded;
 use std::time::{Duration, Instant};
 
 use crate::attempt::{self, Ran};
@@ -10,6 +12,7 @@ use crate::builder::Builder;
 use crate::clock::Stamp;
 use crate::completion::TaskHandle;
 use crate::error::{ShutdownError, TaskError};
+use crate::handle::{Counted, Handle, Lent};
 use crate::lifecycle::{Admitted, Finished};
 use crate::metrics::collector::TaskOutcome;
 use crate::metrics::{TaskMetrics, TaskStats};
@@ -21,7 +24,7 @@ use crate::scheduler::capacity::Reserve;
 use crate::shared::Shared;
 use crate::submit::TaskBuilder;
 use crate::sync::thread::JoinHandle;
-use crate::sync::{Arc, AtomicBool, AtomicU32, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU32, AtomicUsize, Mutex, Ordering};
 use crate::task::{JobRef, TaskContext};
 use crate::unwind;
 
@@ -62,8 +65,11 @@ const KILLING: u32 = 2;
 /// manager.stop()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[repr(transparent)] // a worker's `Handle` view is lent as a `&TaskManager` (`LentManager`)
 pub struct TaskManager<R, E> {
-    inner: Arc<Inner<R, E>>,
+    /// One of the user's counted handles on the shared state (see `handle`: the workers hold
+    /// strong references of their own, which do not keep the manager from stopping).
+    inner: Handle<Shared<R, E>>,
 }
 
 impl<R, E> Clone for TaskManager<R, E> {
@@ -76,7 +82,7 @@ impl<R, E> Clone for TaskManager<R, E> {
 
 impl<R, E> fmt::Debug for TaskManager<R, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &self.inner.shared;
+        let s = &*self.inner;
         f.debug_struct("TaskManager")
             .field("workers", &s.workers.len())
             .field("pending_tasks", &s.lifecycle.pending())
@@ -85,9 +91,37 @@ impl<R, E> fmt::Debug for TaskManager<R, E> {
     }
 }
 
-/// What the clones share; dropping it (the last clone) stops the manager.
-struct Inner<R, E> {
-    shared: Arc<Shared<R, E>>,
+/// A worker's view of its manager, lent to the tasks it runs as a `&TaskManager`
+/// ([`TaskContext::manager`]): not one of the user's handles, so it does not keep the manager
+/// running (see `handle`).
+pub(crate) struct LentManager<'a, R, E> {
+    lent: Lent<'a, Shared<R, E>>,
+}
+
+impl<'a, R, E> LentManager<'a, R, E> {
+    /// A view over the worker's own strong reference, valid while `shared` is borrowed.
+    pub(crate) fn new(shared: &'a Arc<Shared<R, E>>) -> Self {
+        LentManager {
+            lent: Handle::lend(shared),
+        }
+    }
+}
+
+impl<R, E> std::ops::Deref for LentManager<'_, R, E> {
+    type Target = TaskManager<R, E>;
+
+    fn deref(&self) -> &TaskManager<R, E> {
+        let handle: &Handle<Shared<R, E>> = &self.lent;
+        // SAFETY: `TaskManager` is `repr(transparent)` over its one field, a
+        // `Handle<Shared<R, E>>`, so the two have one layout; the reference keeps the
+        // lifetime of the borrow of `self`, within which the view is valid (`Lent`).
+        unsafe { &*(handle as *const Handle<Shared<R, E>> as *const TaskManager<R, E>) }
+    }
+}
+
+/// What `stop`, `kill` and the last handle's drop share (a part of `Shared`, set up by the
+/// builder; the threads are handed over by `TaskManager::from_parts`).
+pub(crate) struct Control {
     /// `RUNNING`, `STOPPING` or `KILLING`: which of `stop`/`kill` was called.
     phase: AtomicU32,
     /// Worker threads (and the burst controller's); taken by the first caller that finds
@@ -96,11 +130,33 @@ struct Inner<R, E> {
     /// A `stop_timeout` gave up on tasks still running: dropping the last clone then does
     /// not wait for them (their workers finish and exit on their own).
     gave_up: AtomicBool,
+    /// The user's live handles (`TaskManager` clones; see `handle`). On a line of its own:
+    /// a program that clones the manager per task writes it per task, and the state
+    /// around it is read per task.
+    handles: CachePadded<AtomicUsize>,
 }
 
-impl<R, E> Drop for Inner<R, E> {
-    fn drop(&mut self) {
+impl Control {
+    pub(crate) fn new() -> Self {
+        Control {
+            phase: AtomicU32::new(RUNNING),
+            threads: Mutex::new(None),
+            gave_up: AtomicBool::new(false),
+            handles: CachePadded::new(AtomicUsize::new(1)),
+        }
+    }
+}
+
+/// Dropping the last handle stops the manager (it may run again, when a task's clone of the
+/// manager its worker lent it outlives the user's handles: the stop is idempotent).
+impl<R, E> Counted for Shared<R, E> {
+    fn handles(&self) -> &AtomicUsize {
+        &self.control.handles
+    }
+
+    fn last_handle_dropped(&self) {
         if self
+            .control
             .phase
             .compare_exchange(RUNNING, STOPPING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
@@ -109,15 +165,15 @@ impl<R, E> Drop for Inner<R, E> {
         }
         // Also when the shutdown was begun elsewhere (from inside a task, say): the last
         // clone returns only once the manager has shut down.
-        if !self.gave_up.load(Ordering::Acquire) {
+        if !self.control.gave_up.load(Ordering::Acquire) {
             self.join(None);
         }
     }
 }
 
-impl<R, E> Inner<R, E> {
+impl<R, E> Shared<R, E> {
     fn begin_shutdown(&self, kill: bool) {
-        let shared = &self.shared;
+        let shared = self;
         shared
             .observer()
             .observe(Event::ShutdownBegun { kill }, None);
@@ -140,7 +196,7 @@ impl<R, E> Inner<R, E> {
     /// last worker's exit (`Shared::exited`); the first to find it open joins the threads,
     /// which have ended or are ending.
     fn join(&self, deadline: Option<Instant>) -> bool {
-        let shared = &self.shared;
+        let shared = self;
         if shared.is_inside() {
             return true;
         }
@@ -148,6 +204,7 @@ impl<R, E> Inner<R, E> {
             return false;
         }
         let threads = self
+            .control
             .threads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -188,13 +245,13 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     }
 
     pub(crate) fn from_parts(shared: Arc<Shared<R, E>>, threads: Vec<JoinHandle<()>>) -> Self {
+        *shared
+            .control
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(threads);
         TaskManager {
-            inner: Arc::new(Inner {
-                shared,
-                phase: AtomicU32::new(RUNNING),
-                threads: Mutex::new(Some(threads)),
-                gave_up: AtomicBool::new(false),
-            }),
+            inner: Handle::new(shared),
         }
     }
 
@@ -202,7 +259,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// (which act as the burst controller).
     #[inline]
     pub(crate) fn shared(&self) -> &Shared<R, E> {
-        &self.inner.shared
+        &self.inner
     }
 
     /// The one enqueue path: the deadline, admission (queue room, then the shutdown gate),
@@ -220,7 +277,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
         blocking: bool,
         deadline: Option<Instant>,
     ) -> bool {
-        let shared = &*self.inner.shared;
+        let shared = &*self.inner;
         // Check (1) of `submit`'s deadlines (the cell carries it for check (3)).
         if let Some(at) = deadline
             && Instant::now() >= at
@@ -282,7 +339,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// Answers a refused task on the caller's thread.
     #[cold]
     fn refused(&self, job: JobRef<R, E>, error: TaskError<E>) {
-        job.fail(error).report(&self.inner.shared.observer());
+        job.fail(error).report(&self.inner.observer());
     }
 
     // ----- the submission builder -----
@@ -655,7 +712,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     where
         F: FnOnce(&mut R, &TaskContext) -> Result<T, E>,
     {
-        let shared = &*self.inner.shared;
+        let shared = &*self.inner;
         let ticket = match shared.admit() {
             Ok(ticket) => ticket,
             Err(drained) => {
@@ -672,7 +729,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
             ticket: Some(ticket),
         };
         let _scope = shared.enter_run_task();
-        run_now(shared, f)
+        run_now(self, f)
     }
 
     // ----- shutdown -----
@@ -706,7 +763,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stop(&self) -> Result<(), ShutdownError> {
-        let begun = self.inner.phase.compare_exchange(
+        let begun = self.inner.control.phase.compare_exchange(
             RUNNING,
             STOPPING,
             Ordering::AcqRel,
@@ -759,10 +816,11 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// ```
     pub fn stop_timeout(&self, timeout: Duration) -> Result<(), ShutdownError> {
         let inner = &*self.inner;
-        let shared = &*inner.shared;
+        let shared = inner;
         // A timeout too long for `Instant` means "no deadline".
         let deadline = Instant::now().checked_add(timeout);
         if inner
+            .control
             .phase
             .compare_exchange(RUNNING, STOPPING, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -775,14 +833,14 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
             return Ok(());
         }
         // The deadline passed: kill what is left.
-        if inner.phase.swap(KILLING, Ordering::AcqRel) != KILLING {
+        if inner.control.phase.swap(KILLING, Ordering::AcqRel) != KILLING {
             inner.begin_shutdown(true);
         }
         shared.kill_queued();
         if inner.join(Instant::now().checked_add(Self::SHUTDOWN_GRACE)) {
             return Ok(());
         }
-        inner.gave_up.store(true, Ordering::Release);
+        inner.control.gave_up.store(true, Ordering::Release);
         Err(ShutdownError::TimedOut {
             running: shared.lifecycle.pending(),
         })
@@ -817,7 +875,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn kill(&self) -> Result<(), ShutdownError> {
-        let first = self.inner.phase.swap(KILLING, Ordering::AcqRel) != KILLING;
+        let first = self.inner.control.phase.swap(KILLING, Ordering::AcqRel) != KILLING;
         if first {
             self.inner.begin_shutdown(true);
         }
@@ -849,7 +907,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self) -> TaskStats {
-        self.inner.shared.stats()
+        self.inner.stats()
     }
 
     /// Totals, rates over the sliding window, and latency percentiles. Cheap enough to call
@@ -871,7 +929,7 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn metrics(&self) -> TaskMetrics {
-        let s = &*self.inner.shared;
+        let s = &*self.inner;
         s.metrics.snapshot(s.workers.iter().map(|w| &w.metrics))
     }
 }
@@ -893,10 +951,14 @@ impl<R, E> Drop for FinishOnDrop<'_, R, E> {
 /// `run_task`'s body, between admission and finish: one attempt (see `attempt`) on a pooled
 /// or temporary resource. User code here (the body, hooks, `Drop`s, collector, logger) is all
 /// called under a catch, so nothing unwinds out of it.
-fn run_now<R, E, T, F>(shared: &Shared<R, E>, f: F) -> Result<T, TaskError<E>>
+fn run_now<R: 'static, E: 'static, T, F>(
+    manager: &TaskManager<R, E>,
+    f: F,
+) -> Result<T, TaskError<E>>
 where
     F: FnOnce(&mut R, &TaskContext) -> Result<T, E>,
 {
+    let shared = &*manager.inner;
     let metrics = &shared.metrics;
     let observer = shared.observer();
     let queued_at = metrics.now();
@@ -940,6 +1002,8 @@ where
     };
     let mut ctx = TaskContext::new(shared.cancelled.clone());
     ctx.set_attempt(1);
+    // SAFETY: `manager` (the caller's handle) outlives `ctx`, a local of this call.
+    unsafe { ctx.set_manager(manager) };
     let started_at = Some(metrics.now().max(queued_at));
     let ran = Ran::run(&shared.hooks, &observer, &mut resource, |r| f(r, &ctx));
     let broken = ran.broken(&shared.hooks, &observer);

@@ -9,6 +9,7 @@ use crate::error::TaskError;
 use crate::latch::Latch;
 use crate::lifecycle::{Admitted, Finished, Lifecycle};
 use crate::log::Logger;
+use crate::manager::Control;
 use crate::metrics::collector::TaskOutcome;
 use crate::metrics::{Metrics, TaskStats, WorkerMetrics};
 use crate::observe::{Event, Observer, TaskEnd};
@@ -65,6 +66,8 @@ pub(crate) struct Shared<R, E> {
     pub(crate) exited: Latch,
     /// Workers whose `on_create` failed sleep here between attempts; shutdown notifies it.
     pub(crate) backoff: (Mutex<()>, Condvar),
+    /// The shutdown's state and the user's handles (see `manager`).
+    pub(crate) control: Control,
 }
 
 crate::sync::thread_local! {

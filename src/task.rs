@@ -35,6 +35,7 @@
 //! ([`Caught`]) for the worker to report; a cancel drops the closure on the caller's thread.
 //! The cell's block is given back even when such a drop panics.
 
+use std::any::TypeId;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::time::Instant;
@@ -43,6 +44,7 @@ use crate::cells::{Boxed, Shared, unsize};
 use crate::clock::Stamp;
 use crate::completion::{AsSlot, CallbackPort, Caught, Claim, Delivered, Port, Slot};
 use crate::error::TaskError;
+use crate::manager::TaskManager;
 use crate::observe::Site;
 use crate::scheduler::capacity::Capacity;
 use crate::sync::{Arc, AtomicBool, Ordering, UnsafeCell};
@@ -65,7 +67,24 @@ pub struct TaskContext {
     attempt: u32,
     deadline: Option<Instant>,
     cancelled: Arc<AtomicBool>,
+    manager: Option<Lender>,
 }
+
+/// The manager running a task, its type erased (see [`TaskContext::manager`]).
+#[derive(Clone, Copy, Debug)]
+struct Lender {
+    /// A `*const TaskManager<R, E>`.
+    manager: *const (),
+    /// `TypeId::of::<TaskManager<R, E>>()`.
+    type_id: TypeId,
+}
+
+// SAFETY: a `Lender` is a shared reference to a `TaskManager` (which is `Send + Sync`), read
+// only through `TaskContext::manager` while the context is borrowed and the manager alive
+// (`set_manager`'s contract).
+unsafe impl Send for Lender {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Lender {}
 
 impl TaskContext {
     pub(crate) fn new(cancelled: Arc<AtomicBool>) -> Self {
@@ -73,7 +92,81 @@ impl TaskContext {
             attempt: 0,
             deadline: None,
             cancelled,
+            manager: None,
         }
+    }
+
+    /// Lends `manager` to the tasks that run with this context.
+    ///
+    /// # Safety
+    ///
+    /// `manager` must stay alive, in place, for as long as this context is used (each
+    /// `TaskContext::manager` call reads it).
+    pub(crate) unsafe fn set_manager<R: 'static, E: 'static>(
+        &mut self,
+        manager: &TaskManager<R, E>,
+    ) {
+        self.manager = Some(Lender {
+            manager: manager as *const TaskManager<R, E> as *const (),
+            type_id: TypeId::of::<TaskManager<R, E>>(),
+        });
+    }
+
+    /// The manager running this task, to submit more work from inside it without a clone of
+    /// the manager in every closure: a task submitted from inside a task goes to the
+    /// worker's own deque, and an idle worker steals it (see "Tasks that make tasks" in the
+    /// crate docs). `R` and `E` are the manager's (usually inferred from where the result
+    /// is used); `None` if they are not.
+    ///
+    /// The manager lent here is not one of your handles: it does not keep the manager
+    /// running. Once the last handle is dropped (or `stop` is called), submissions through
+    /// it are answered [`TaskError::ShuttingDown`] like any other. Clone it to keep a handle
+    /// beyond the task.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use tasker::{TaskContext, TaskManager};
+    ///
+    /// static RAN: AtomicUsize = AtomicUsize::new(0);
+    ///
+    /// // A task that submits two children, down to `depth` 0: 2^(depth + 1) - 1 tasks.
+    /// fn node(_: &mut (), ctx: &TaskContext, depth: u32) -> Result<(), Infallible> {
+    ///     RAN.fetch_add(1, Ordering::Relaxed);
+    ///     if depth > 0 {
+    ///         let manager: &TaskManager<(), Infallible> = ctx.manager().expect("R and E");
+    ///         for _ in 0..2 {
+    ///             manager.queue_task_with_callback(
+    ///                 move |r, ctx| node(r, ctx, depth - 1),
+    ///                 |outcome| outcome.expect("no child fails"),
+    ///             );
+    ///         }
+    ///     }
+    ///     Ok(())
+    /// }
+    ///
+    /// let manager = TaskManager::builder()
+    ///     .on_create(|| Ok::<(), Infallible>(()))
+    ///     .worker_count(2)
+    ///     .build()?;
+    /// manager.queue_task(|r, ctx| node(r, ctx, 9))?;
+    /// // (`stop` now would refuse the children not yet submitted.)
+    /// while RAN.load(Ordering::Relaxed) < 1023 {
+    ///     std::thread::sleep(std::time::Duration::from_millis(1));
+    /// }
+    /// manager.stop()?;
+    /// assert_eq!(RAN.load(Ordering::Relaxed), 1023);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn manager<R: Send + 'static, E: Send + 'static>(&self) -> Option<&TaskManager<R, E>> {
+        let lender = self.manager?;
+        if lender.type_id != TypeId::of::<TaskManager<R, E>>() {
+            return None;
+        }
+        // SAFETY: `lender.manager` is a `*const TaskManager<R, E>` (the type id says so),
+        // alive while this context is used (`set_manager`'s contract); the reference
+        // returned borrows `self`, so it cannot outlive that use.
+        Some(unsafe { &*(lender.manager as *const TaskManager<R, E>) })
     }
 
     pub(crate) fn set_attempt(&mut self, attempt: u32) {

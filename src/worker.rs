@@ -53,6 +53,7 @@ use crate::attempt::{self, Ran};
 use crate::clock::Stamp;
 use crate::completion::{Claim, Delivered, WokenWaiters};
 use crate::error::TaskError;
+use crate::manager::LentManager;
 use crate::metrics::collector::TaskOutcome;
 use crate::metrics::recorder::LocalRecorder;
 use crate::observe::{Event, Site, TaskEnd};
@@ -90,7 +91,7 @@ const CREATE_BACKOFF_MIN: Duration = Duration::from_millis(1);
 const CREATE_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// The thread body.
-pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
+pub(crate) fn main<R: 'static, E: 'static>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
     let guard = AbortOnUnwind("a worker");
     shared.enter_worker_thread(init.index);
     if let Some(core) = init.core
@@ -132,6 +133,9 @@ pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
     // runs reach it through shared references (see `LocalQueue`).
     let local = init.local;
     let local_guard = LocalQueue::install(&local);
+    // What the tasks borrow as their manager (`TaskContext::manager`): a view over this
+    // thread's own reference, declared before the loop so it outlives the loop's context.
+    let lent = LentManager::new(&shared);
     let mut worker = WorkerLoop {
         ctx: TaskContext::new(shared.cancelled.clone()),
         slot: &shared.workers[init.index],
@@ -146,6 +150,9 @@ pub(crate) fn main<R, E>(shared: Arc<Shared<R, E>>, init: WorkerInit<R, E>) {
         waiters: WokenWaiters::new(),
         shared: &shared,
     };
+    // SAFETY: `lent` outlives `worker` (declared before it, dropped after it) and stays in
+    // place.
+    unsafe { worker.ctx.set_manager(&*lent) };
     if let Some(r) = resource {
         worker.set_resource(r);
     }

@@ -408,3 +408,102 @@ fn tasks_made_inside_tasks_are_counted_as_arrived() {
     assert!(snapshot.task_arrival_rate > 0.0);
     m.stop().unwrap();
 }
+
+/// A tree of tasks: each submits two children through the manager its context lends it (no
+/// manager captured), down to `depth` 0; each reports its outcome on `tx`.
+fn lent_node(ctx: &TaskContext, depth: u32, tx: mpsc::Sender<Outcome<()>>) -> Result<(), DbError> {
+    if depth > 0 {
+        let m: &tasker::TaskManager<Conn, DbError> = ctx.manager().expect("the manager's R and E");
+        for _ in 0..2 {
+            let (tx, report) = (tx.clone(), tx.clone());
+            m.queue_task_with_callback(
+                move |_: &mut Conn, ctx: &TaskContext| lent_node(ctx, depth - 1, tx.clone()),
+                move |r: Outcome<()>| report.send(r).unwrap(),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_task_submits_through_the_manager_its_context_lends() {
+    let counts = Counts::new();
+    let m = fixed(&counts, 2);
+    let (tx, rx) = mpsc::channel();
+    let root_tx = tx.clone();
+    m.queue_task(move |_: &mut Conn, ctx: &TaskContext| lent_node(ctx, 6, root_tx.clone()))
+        .unwrap();
+    // 2^7 - 2 children below the root, each answered Ok.
+    for _ in 0..126 {
+        let r = rx.recv_timeout(TIMEOUT).expect("a child never answered");
+        assert_eq!(r, Ok(()));
+    }
+    drop(tx);
+    // The lent manager is the task's own: the same `R` and `E` or nothing.
+    let wrong = m
+        .queue_task(|_: &mut Conn, ctx: &TaskContext| {
+            Ok((
+                ctx.manager::<Conn, DbError>().is_some(),
+                ctx.manager::<u8, DbError>().is_none(),
+                ctx.manager::<Conn, std::io::Error>().is_none(),
+            ))
+        })
+        .unwrap();
+    assert_eq!(wrong, (true, true, true));
+    // `run_task` lends the manager it runs on too.
+    let lent = m
+        .run_task(|_: &mut Conn, ctx: &TaskContext| {
+            Ok(ctx
+                .manager::<Conn, DbError>()
+                .map(|lent| lent.stats().base_workers))
+        })
+        .unwrap();
+    assert_eq!(lent, Some(2));
+    m.stop().unwrap();
+    assert_eq!(counts.created(), counts.destroyed());
+}
+
+#[test]
+fn the_lent_manager_does_not_keep_the_manager_running() {
+    let counts = Counts::new();
+    let m = fixed(&counts, 2);
+    let gate = common::Gate::new();
+    let waiter = gate.waiter();
+    let (tx, rx) = mpsc::channel();
+    m.queue_task_with_callback(
+        move |_: &mut Conn, ctx: &TaskContext| {
+            waiter.enter();
+            // The user's last handle is gone by now (the test dropped it, and its drop waits
+            // for this task): a submission through the lent manager is refused, and a clone
+            // of it starts a handle of its own, which the manager's stop does not wait for.
+            let lent: &tasker::TaskManager<Conn, DbError> = ctx.manager().unwrap();
+            let (rtx, rrx) = mpsc::channel();
+            lent.queue_task_with_callback(
+                |_: &mut Conn, _: &TaskContext| Ok(()),
+                move |r: Outcome<()>| rtx.send(r).unwrap(),
+            );
+            let refused = rrx.recv_timeout(TIMEOUT).unwrap();
+            let revived = lent.clone();
+            let again = revived.queue_task_async(|_: &mut Conn, _: &TaskContext| Ok(()));
+            drop(revived);
+            Ok((refused, again.wait_timeout(TIMEOUT).ok()))
+        },
+        move |r| tx.send(r).unwrap(),
+    );
+    gate.wait_started();
+    let dropper = std::thread::spawn(move || drop(m));
+    // The drop is waiting for the running task (the stop it began is graceful); let the
+    // task go once the drop has begun the stop.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(
+        !dropper.is_finished(),
+        "the last drop waits for the running task"
+    );
+    gate.open();
+    dropper.join().unwrap();
+    let (refused, again) = rx.recv_timeout(TIMEOUT).unwrap().unwrap();
+    assert_eq!(refused, Err(TaskError::ShuttingDown));
+    assert!(matches!(again, Some(Err(TaskError::ShuttingDown))));
+    // The drop returned only once the manager shut down: every resource is destroyed.
+    assert_eq!(counts.created(), counts.destroyed());
+}

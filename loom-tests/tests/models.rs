@@ -56,6 +56,7 @@ macro_rules! models {
 }
 
 models!(
+    last_handle_dropped_while_a_task_clones_its_lent_manager,
     submit_racing_a_worker_falling_asleep_loses_no_wakeup,
     submit_racing_a_sleeping_worker_is_run,
     a_task_made_inside_a_task_is_stolen_by_an_idle_peer,

@@ -40,6 +40,7 @@ mod burst;
 mod capacity;
 mod cells;
 mod completion;
+mod handle;
 mod retry;
 mod shutdown;
 mod sleep;
@@ -58,6 +59,7 @@ pub use cells::{
 pub use completion::{
     cancel_racing_the_worker_claim_answers_once, completion_slot_complete_vs_wait_vs_cancel_vs_drop,
 };
+pub use handle::last_handle_dropped_while_a_task_clones_its_lent_manager;
 pub use retry::unhealthy_requeue_racing_stop;
 pub use shutdown::{
     kill_queued_racing_the_worker_resolves_each_once,
