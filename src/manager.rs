@@ -3,9 +3,9 @@
 //! snapshots.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
-use std::time::{Duration, Instant};
 
 use crate::attempt::{self, Ran};
 use crate::builder::Builder;
@@ -173,17 +173,14 @@ impl<R, E> Counted for Shared<R, E> {
 
 impl<R, E> Shared<R, E> {
     fn begin_shutdown(&self, kill: bool) {
-        let shared = self;
-        shared
-            .observer()
-            .observe(Event::ShutdownBegun { kill }, None);
+        self.observer().observe(Event::ShutdownBegun { kill }, None);
         if kill {
-            shared.cancelled.store(true, Ordering::Release);
+            self.cancelled.store(true, Ordering::Release);
         }
-        let _ = shared.lifecycle.close(kill);
+        let _ = self.lifecycle.close(kill);
         // Sleeping workers must see the new state (the exit condition, or `Killed` mode);
         // submitters waiting for queue room must refuse.
-        shared.wake_all();
+        self.wake_all();
     }
 
     /// Waits until every worker exited and every resource is destroyed (`true`), or until
@@ -196,11 +193,10 @@ impl<R, E> Shared<R, E> {
     /// last worker's exit (`Shared::exited`); the first to find it open joins the threads,
     /// which have ended or are ending.
     fn join(&self, deadline: Option<Instant>) -> bool {
-        let shared = self;
-        if shared.is_inside() {
+        if self.is_inside() {
             return true;
         }
-        if !shared.exited.wait_until(deadline) {
+        if !self.exited.wait_until(deadline) {
             return false;
         }
         let threads = self
@@ -214,7 +210,7 @@ impl<R, E> Shared<R, E> {
                 // Workers abort rather than unwind (see `worker`), so join cannot fail.
                 let _ = t.join();
             }
-            shared.publish_gauges();
+            self.publish_gauges();
         }
         true
     }
@@ -815,32 +811,31 @@ impl<R: Send + 'static, E: Send + 'static> TaskManager<R, E> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stop_timeout(&self, timeout: Duration) -> Result<(), ShutdownError> {
-        let inner = &*self.inner;
-        let shared = inner;
+        let shared = &*self.inner;
         // A timeout too long for `Instant` means "no deadline".
         let deadline = Instant::now().checked_add(timeout);
-        if inner
+        if shared
             .control
             .phase
             .compare_exchange(RUNNING, STOPPING, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            inner.join(deadline);
+            shared.join(deadline);
             return Err(ShutdownError::AlreadyStopping);
         }
-        inner.begin_shutdown(false);
-        if inner.join(deadline) {
+        shared.begin_shutdown(false);
+        if shared.join(deadline) {
             return Ok(());
         }
         // The deadline passed: kill what is left.
-        if inner.control.phase.swap(KILLING, Ordering::AcqRel) != KILLING {
-            inner.begin_shutdown(true);
+        if shared.control.phase.swap(KILLING, Ordering::AcqRel) != KILLING {
+            shared.begin_shutdown(true);
         }
         shared.kill_queued();
-        if inner.join(Instant::now().checked_add(Self::SHUTDOWN_GRACE)) {
+        if shared.join(Instant::now().checked_add(Self::SHUTDOWN_GRACE)) {
             return Ok(());
         }
-        inner.control.gave_up.store(true, Ordering::Release);
+        shared.control.gave_up.store(true, Ordering::Release);
         Err(ShutdownError::TimedOut {
             running: shared.lifecycle.pending(),
         })
