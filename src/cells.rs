@@ -683,6 +683,18 @@ pub(crate) struct SharedInner<T: ?Sized> {
     value: T,
 }
 
+impl<T: ?Sized> SharedInner<T> {
+    /// The value behind a pointer from [`Shared::into_raw`].
+    ///
+    /// # Safety
+    /// `inner` came from `Shared::into_raw` and an owner's share keeps it alive for `'a`.
+    #[inline]
+    pub(crate) unsafe fn value<'a>(inner: NonNull<Self>) -> &'a T {
+        // SAFETY: live for `'a` (the caller's share); only shared references are made.
+        unsafe { &inner.as_ref().value }
+    }
+}
+
 /// A value in recycled memory with two owners (a task's `JobRef` and its handle): an `Arc`
 /// made with a count of two and never cloned, whose last owner drops the value and gives
 /// the memory back.

@@ -38,9 +38,10 @@
 use std::any::TypeId;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
+use std::ptr::NonNull;
 use std::time::Instant;
 
-use crate::cells::{Boxed, Shared, unsize};
+use crate::cells::{Boxed, Shared, SharedInner, unsize};
 use crate::clock::Stamp;
 use crate::completion::{AsSlot, CallbackPort, Caught, Claim, Delivered, Port, Slot};
 use crate::error::TaskError;
@@ -345,19 +346,101 @@ trait Job<R, E>: Send + Sync {
 /// Dropping one that never delivered answers its submitter with `Killed` (a safety net: every
 /// path delivers explicitly; this is also how a cancelled task's cell is let go, its slot then
 /// ignoring the late outcome).
-pub(crate) struct JobRef<R, E>(ManuallyDrop<Holder<R, E>>);
+///
+/// One tagged pointer (16 bytes, with a niche), so that a queued task and an
+/// `Option` of one travel in two registers: as a 24-byte enum of two pointers it crossed the
+/// deques' functions through memory, and the worker's first load of it waited for the stores
+/// (a store-forwarding stall on every task).
+pub(crate) struct JobRef<R, E> {
+    /// The cell: a [`Boxed`]'s pointer, or, with [`SHARED_TAG`] set in its address, a
+    /// [`Shared`]'s `SharedInner` pointer; either cast to [`AnyCell`] (the metadata, the
+    /// cell's `Job` vtable, is kept). Owned: one `Boxed` or one owner's share of a `Shared`,
+    /// given back by [`Self::take`].
+    ptr: NonNull<AnyCell<R, E>>,
+}
 
+/// The pointee a [`JobRef`] is stored as: a struct whose tail is the cell's `dyn Job`, so that
+/// both kinds of cell pointer cast to it and back keeping their vtable (a cast to `dyn Job`
+/// itself would be an unsizing coercion).
+struct AnyCell<R, E> {
+    job: dyn Job<R, E>,
+}
+
+// SAFETY: a `JobRef` owns its cell (or one share of it) like the `Boxed` or `Shared` it was
+// made from, which are `Send` for a `Send + Sync` job: every `dyn Job` is (`Job`'s bounds).
+unsafe impl<R, E> Send for JobRef<R, E> {}
+
+/// Set in a [`JobRef`]'s address when the cell is a [`Shared`] one. Free: every cell, and
+/// every `SharedInner`, is at least 8-byte aligned (they hold a `usize`).
+const SHARED_TAG: usize = 1;
+
+/// A [`JobRef`]'s owner, taken back to be dropped (its fields are read only by their drops).
+#[allow(dead_code)]
 enum Holder<R, E> {
     Owned(Boxed<dyn Job<R, E>>),
     Shared(Shared<dyn Job<R, E>>),
 }
 
 impl<R, E> JobRef<R, E> {
+    fn owned(cell: Boxed<dyn Job<R, E>>) -> Self {
+        let ptr = Boxed::into_raw(cell).as_ptr() as *mut AnyCell<R, E>;
+        JobRef {
+            // SAFETY: cast from a `NonNull`.
+            ptr: unsafe { NonNull::new_unchecked(ptr) },
+        }
+    }
+
+    fn shared(cell: Shared<dyn Job<R, E>>) -> Self {
+        let ptr = Shared::into_raw(cell).as_ptr() as *mut AnyCell<R, E>;
+        debug_assert_eq!(ptr.addr() & SHARED_TAG, 0);
+        JobRef {
+            // SAFETY: a tagged non-null address is non-null.
+            ptr: unsafe { NonNull::new_unchecked(ptr.map_addr(|a| a | SHARED_TAG)) },
+        }
+    }
+
+    /// The `SharedInner` pointer of a shared cell, `None` for an owned one.
+    #[inline]
+    fn shared_inner(&self) -> Option<NonNull<SharedInner<dyn Job<R, E>>>> {
+        let ptr = self.ptr.as_ptr();
+        if ptr.addr() & SHARED_TAG == 0 {
+            return None;
+        }
+        let inner = ptr.map_addr(|a| a & !SHARED_TAG) as *mut SharedInner<dyn Job<R, E>>;
+        // SAFETY: the untagged address is the `SharedInner`'s, non-null.
+        Some(unsafe { NonNull::new_unchecked(inner) })
+    }
+
+    /// The pointer of an owned cell (not tagged), as `Boxed::into_raw` gave it.
+    #[inline]
+    fn owned_ptr(&self) -> NonNull<dyn Job<R, E>> {
+        // SAFETY: a field of a live cell's non-null pointer, taken without a reference.
+        unsafe { NonNull::new_unchecked(std::ptr::addr_of_mut!((*self.ptr.as_ptr()).job)) }
+    }
+
     #[inline]
     fn job(&self) -> &dyn Job<R, E> {
-        match &*self.0 {
-            Holder::Owned(b) => &**b,
-            Holder::Shared(a) => &**a,
+        match self.shared_inner() {
+            // SAFETY: our share keeps the cell alive while `self` is borrowed.
+            Some(inner) => unsafe { SharedInner::value(inner) },
+            // SAFETY: the `Boxed` we own keeps the cell alive while `self` is borrowed.
+            None => unsafe { &self.ptr.as_ref().job },
+        }
+    }
+
+    /// Gives the owner back (once: the caller never uses `self` again).
+    ///
+    /// # Safety
+    /// Called at most once per `JobRef`, which is then forgotten or being dropped.
+    #[inline]
+    unsafe fn take(&mut self) -> Holder<R, E> {
+        match self.shared_inner() {
+            // SAFETY: the pointer came from `Shared::into_raw` (`Self::shared`), with its
+            // share, which moves to the new `Shared` here, once.
+            Some(inner) => Holder::Shared(unsafe { Shared::from_raw(inner) }),
+            // SAFETY: the pointer came from `Boxed::into_raw` (`Self::owned`); the box
+            // moves to the new `Boxed` here, once.
+            None => Holder::Owned(unsafe { Boxed::from_raw(self.owned_ptr()) }),
         }
     }
     #[inline]
@@ -396,7 +479,7 @@ impl<R, E> JobRef<R, E> {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used again, and `ManuallyDrop` keeps `JobRef::drop` (the
         // safety net) from running, so the holder is taken exactly once.
-        let holder = unsafe { ManuallyDrop::take(&mut this.0) };
+        let holder = unsafe { this.take() };
         let mut caught = Caught::nothing();
         caught.add(Site::Drop("a finished task"), unwind::drop_quietly(holder));
         caught
@@ -423,7 +506,7 @@ impl<R, E> Drop for JobRef<R, E> {
     fn drop(&mut self) {
         let _ = self.job().fail(TaskError::Killed);
         // SAFETY: this is `drop`: the holder is never touched again.
-        let holder = unsafe { ManuallyDrop::take(&mut self.0) };
+        let holder = unsafe { self.take() };
         let _ = unwind::drop_quietly(holder);
     }
 }
@@ -645,9 +728,7 @@ where
         None,
         0,
     ));
-    JobRef(ManuallyDrop::new(Holder::Owned(
-        unsize!(Boxed, cell => dyn Job<R, E>),
-    )))
+    JobRef::owned(unsize!(Boxed, cell => dyn Job<R, E>))
 }
 
 /// A handle (or blocking) task: one [`Shared`] cell, whose two owners are the queue's
@@ -677,9 +758,7 @@ where
     ));
     let handle = crate::TaskHandle::new(unsize!(Shared, handle => dyn AsSlot<T, E>));
     (
-        JobRef(ManuallyDrop::new(Holder::Shared(
-            unsize!(Shared, job => dyn Job<R, E>),
-        ))),
+        JobRef::shared(unsize!(Shared, job => dyn Job<R, E>)),
         handle,
     )
 }
